@@ -1,0 +1,374 @@
+package natsjs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/anchorage-pin/anchorage/domain"
+	"github.com/anchorage-pin/anchorage/events"
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Header names anchorage sets on every event besides the NATS ones.
+const (
+	HeaderType    = "Ev-Type"  // "<type>.v<version>", so tools can filter without decoding the body
+	HeaderActor   = "Ev-Actor" // who caused it
+	HeaderCorr    = "Ev-Corr"  // correlation id
+	streamDirName = events.StreamName
+)
+
+// JetStream error codes that mean "the aggregate changed since you read it".
+const (
+	errWrongLastSequence         = 10071
+	errWrongLastSequenceConstant = 10164
+)
+
+// StreamConfig is the one event stream: no limits, nothing ever deleted, new writes refused when full.
+func StreamConfig(replicas int) jetstream.StreamConfig {
+	if replicas < 1 {
+		replicas = 1
+	}
+	return jetstream.StreamConfig{
+		Name:               events.StreamName,
+		Description:        "anchorage event log: the source of truth",
+		Subjects:           events.StreamSubjects,
+		Retention:          jetstream.LimitsPolicy,
+		Discard:            jetstream.DiscardNew,
+		Storage:            jetstream.FileStorage,
+		Replicas:           replicas,
+		MaxMsgs:            -1,
+		MaxBytes:           -1,
+		MaxAge:             0,
+		MaxMsgsPerSubject:  -1,
+		DenyDelete:         true,
+		DenyPurge:          true,
+		AllowDirect:        true,
+		AllowAtomicPublish: true,
+		Duplicates:         2 * time.Minute,
+		Metadata:           map[string]string{"schema": "v1"},
+	}
+}
+
+// LogConfig configures an EventLog.
+type LogConfig struct {
+	Replicas int
+	Logger   *slog.Logger
+	Metrics  *Metrics
+	// OnSync, if set, observes every group-commit fsync: its duration and how many appends it covered.
+	OnSync func(d time.Duration, appends int)
+}
+
+// EventLog is the event stream: it implements domain.EventLog and the readers projections use.
+type EventLog struct {
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	sync   *groupSync // nil unless the server runs in SyncGroup mode
+	log    *slog.Logger
+	m      *Metrics
+}
+
+var _ domain.EventLog = (*EventLog)(nil)
+
+// OpenLog creates or checks the event stream on s and returns the log. With SyncGroup it starts the group commit.
+func OpenLog(ctx context.Context, s *Server, cfg LogConfig) (*EventLog, error) {
+	nc, err := s.Connect("anchorage-eventlog")
+	if err != nil {
+		return nil, fmt.Errorf("natsjs: connect: %w", err)
+	}
+	l, err := openLogConn(ctx, nc, cfg)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	if s.Sync() == SyncGroup {
+		observe := l.m.observeSync
+		if cfg.OnSync != nil {
+			observe = func(d time.Duration, n int) { l.m.observeSync(d, n); cfg.OnSync(d, n) }
+		}
+		l.sync, err = newGroupSync(s.StreamDir(), observe)
+		if err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("natsjs: group sync: %w", err)
+		}
+	}
+	return l, nil
+}
+
+// OpenRemoteLog opens the event log over an existing connection to a server in another process (admin CLIs).
+// Durability then rests on that server's own sync mode.
+func OpenRemoteLog(ctx context.Context, nc *nats.Conn, cfg LogConfig) (*EventLog, error) {
+	return openLogConn(ctx, nc, cfg)
+}
+
+func openLogConn(ctx context.Context, nc *nats.Conn, cfg LogConfig) (*EventLog, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("natsjs: jetstream: %w", err)
+	}
+	want := StreamConfig(cfg.Replicas)
+	stream, err := js.Stream(ctx, events.StreamName)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		stream, err = js.CreateStream(ctx, want)
+		if err != nil {
+			return nil, fmt.Errorf("natsjs: create stream: %w", err)
+		}
+	case err != nil:
+		return nil, fmt.Errorf("natsjs: stream: %w", err)
+	default:
+		have := stream.CachedInfo().Config
+		if !have.DenyDelete || !have.DenyPurge || have.Discard != jetstream.DiscardNew || have.MaxAge != 0 || have.MaxMsgs > 0 || have.MaxBytes > 0 {
+			return nil, fmt.Errorf("natsjs: stream %s exists with limits or deletes allowed; an event log must keep everything", events.StreamName)
+		}
+		if len(have.Subjects) != len(want.Subjects) {
+			upd := have
+			upd.Subjects = want.Subjects
+			if stream, err = js.UpdateStream(ctx, upd); err != nil {
+				return nil, fmt.Errorf("natsjs: update stream subjects: %w", err)
+			}
+		}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	return &EventLog{nc: nc, js: js, stream: stream, log: cfg.Logger, m: cfg.Metrics}, nil
+}
+
+// Close releases the log's connection.
+func (l *EventLog) Close() {
+	if l.sync != nil {
+		l.sync.close()
+	}
+	l.nc.Close()
+}
+
+// Conn is the log's NATS connection.
+func (l *EventLog) Conn() *nats.Conn { return l.nc }
+
+// JetStream is the log's JetStream context.
+func (l *EventLog) JetStream() jetstream.JetStream { return l.js }
+
+func header(m domain.Message) nats.Header {
+	h := nats.Header{}
+	h.Set(jetstream.MsgIDHeader, m.Envelope.ID)
+	h.Set(HeaderType, string(m.Envelope.Type)+".v"+strconv.Itoa(m.Envelope.Version))
+	if m.Envelope.Actor != "" {
+		h.Set(HeaderActor, m.Envelope.Actor)
+	}
+	if m.Envelope.Corr != "" {
+		h.Set(HeaderCorr, m.Envelope.Corr)
+	}
+	h.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(m.Expect, 10))
+	return h
+}
+
+// Append stores msgs atomically. One message is a plain publish; several are one atomic batch (ADR-50), so
+// either all of them are stored, each having passed its own expected-sequence check, or none.
+func (l *EventLog) Append(ctx context.Context, msgs ...domain.Message) ([]uint64, error) {
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	start := time.Now()
+	var seqs []uint64
+	var err error
+	if len(msgs) == 1 {
+		seqs, err = l.publishOne(ctx, msgs[0])
+	} else {
+		seqs, err = l.publishBatch(ctx, msgs)
+	}
+	if err != nil {
+		if errors.Is(err, domain.ErrConflict) {
+			l.m.conflicts.Inc()
+		}
+		return nil, err
+	}
+	if l.sync != nil {
+		if err := l.sync.Wait(ctx); err != nil {
+			return nil, domain.Errorf(domain.ErrUnavailable, "the event log could not make the write durable: %v", err)
+		}
+	}
+	for _, m := range msgs {
+		l.m.appended.WithLabelValues(string(m.Envelope.Type)).Inc()
+	}
+	l.m.appendSeconds.Observe(time.Since(start).Seconds())
+	return seqs, nil
+}
+
+func (l *EventLog) publishOne(ctx context.Context, m domain.Message) ([]uint64, error) {
+	body, err := events.Marshal(m.Envelope)
+	if err != nil {
+		return nil, err
+	}
+	ack, err := l.js.PublishMsg(ctx, &nats.Msg{Subject: m.Subject, Header: header(m), Data: body})
+	if err != nil {
+		return nil, l.publishErr(m.Subject, err)
+	}
+	return []uint64{ack.Sequence}, nil
+}
+
+func (l *EventLog) publishErr(subject string, err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case errWrongLastSequence, errWrongLastSequenceConstant:
+			return fmt.Errorf("append %s: %w (%s)", subject, domain.ErrConflict, apiErr.Description)
+		}
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, nats.ErrTimeout) {
+		return fmt.Errorf("append %s: %w", subject, err)
+	}
+	return fmt.Errorf("append %s: %w", subject, err)
+}
+
+type pubAck struct {
+	Stream string `json:"stream"`
+	Seq    uint64 `json:"seq"`
+	Batch  string `json:"batch"`
+	Count  int    `json:"count"`
+	Error  *struct {
+		Code        int    `json:"code"`
+		ErrCode     int    `json:"err_code"`
+		Description string `json:"description"`
+	} `json:"error"`
+}
+
+// publishBatch sends msgs as one atomic batch: Nats-Batch-Id on all, Nats-Batch-Sequence 1..n, and
+// Nats-Batch-Commit on the last, whose reply carries the pub ack for the whole batch.
+func (l *EventLog) publishBatch(ctx context.Context, msgs []domain.Message) ([]uint64, error) {
+	if len(msgs) > 1000 {
+		return nil, fmt.Errorf("natsjs: an atomic append holds at most 1000 events, not %d", len(msgs))
+	}
+	batchID := uuid.NewString()
+	var reply *nats.Msg
+	for i, m := range msgs {
+		body, err := events.Marshal(m.Envelope)
+		if err != nil {
+			return nil, err
+		}
+		h := header(m)
+		h.Set("Nats-Batch-Id", batchID)
+		h.Set("Nats-Batch-Sequence", strconv.Itoa(i+1))
+		msg := &nats.Msg{Subject: m.Subject, Header: h, Data: body}
+		if i < len(msgs)-1 {
+			if err := l.nc.PublishMsg(msg); err != nil {
+				return nil, fmt.Errorf("append batch: %w", err)
+			}
+			continue
+		}
+		h.Set("Nats-Batch-Commit", "1")
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+		}
+		reply, err = l.nc.RequestMsgWithContext(ctx, msg)
+		if err != nil {
+			return nil, fmt.Errorf("append batch: %w", err)
+		}
+	}
+	var ack pubAck
+	if err := json.Unmarshal(reply.Data, &ack); err != nil {
+		return nil, fmt.Errorf("append batch: bad ack %q: %w", reply.Data, err)
+	}
+	if ack.Error != nil {
+		switch ack.Error.ErrCode {
+		case errWrongLastSequence, errWrongLastSequenceConstant:
+			return nil, fmt.Errorf("append batch: %w (%s)", domain.ErrConflict, ack.Error.Description)
+		}
+		return nil, fmt.Errorf("append batch: %s (code %d)", ack.Error.Description, ack.Error.ErrCode)
+	}
+	if ack.Count != len(msgs) {
+		return nil, fmt.Errorf("append batch: server stored %d of %d events", ack.Count, len(msgs))
+	}
+	seqs := make([]uint64, len(msgs))
+	for i := range msgs {
+		seqs[i] = ack.Seq - uint64(len(msgs)-1-i)
+	}
+	return seqs, nil
+}
+
+// Load returns every event on subject, in order, and the subject's last sequence. It uses batched direct gets
+// (ADR-31), which read the per-subject index instead of scanning.
+func (l *EventLog) Load(ctx context.Context, subject string) ([]events.Record, uint64, error) {
+	var recs []events.Record
+	var last uint64
+	from := uint64(1)
+	for {
+		batch, more, err := l.directBatch(ctx, subject, from, 256)
+		if err != nil {
+			return nil, 0, err
+		}
+		for _, r := range batch {
+			recs = append(recs, r)
+			last = r.Seq
+		}
+		if !more || len(batch) == 0 {
+			return recs, last, nil
+		}
+		from = last + 1
+	}
+}
+
+func (l *EventLog) directBatch(ctx context.Context, subject string, from uint64, n int) ([]events.Record, bool, error) {
+	req, _ := json.Marshal(map[string]any{"seq": from, "next_by_subj": subject, "batch": n})
+	inbox := l.nc.NewRespInbox()
+	sub, err := l.nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, false, err
+	}
+	defer sub.Unsubscribe()
+	if err := l.nc.PublishRequest("$JS.API.DIRECT.GET."+events.StreamName, inbox, req); err != nil {
+		return nil, false, err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+	}
+	var out []events.Record
+	for {
+		msg, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return nil, false, fmt.Errorf("load %s: %w", subject, err)
+		}
+		switch status := msg.Header.Get("Status"); status {
+		case "404":
+			return out, false, nil
+		case "204":
+			pending, _ := strconv.ParseUint(msg.Header.Get("Nats-Num-Pending"), 10, 64)
+			return out, pending > 0, nil
+		case "":
+		default:
+			return nil, false, fmt.Errorf("load %s: direct get status %s %s", subject, status, msg.Header.Get("Description"))
+		}
+		seq, err := strconv.ParseUint(msg.Header.Get(jetstream.SequenceHeader), 10, 64)
+		if err != nil {
+			return nil, false, fmt.Errorf("load %s: bad sequence header: %w", subject, err)
+		}
+		env, ev, err := events.Unmarshal(msg.Data)
+		if err != nil {
+			return nil, false, fmt.Errorf("load %s seq %d: %w", subject, seq, err)
+		}
+		out = append(out, events.Record{Seq: seq, Subject: msg.Header.Get(jetstream.SubjectHeader), Envelope: env, Event: ev})
+	}
+}
+
+// LastSeq is the stream's last sequence.
+func (l *EventLog) LastSeq(ctx context.Context) (uint64, error) {
+	info, err := l.stream.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.LastSeq, nil
+}

@@ -1,0 +1,293 @@
+package natsjs_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/anchorage-pin/anchorage/adapters/natsjs"
+	"github.com/anchorage-pin/anchorage/adapters/natsjs/natstest"
+	"github.com/anchorage-pin/anchorage/domain"
+	"github.com/anchorage-pin/anchorage/events"
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+)
+
+const org = "6f0c5a2e-0000-4a53-9a4f-3a6b1f0e2c77"
+
+func pinMsg(t testing.TB, id string, expect uint64, ev events.Event) domain.Message {
+	t.Helper()
+	env, err := events.New(uuid.NewString(), time.Now(), "test:suite", "corr-1", ev)
+	require.NoError(t, err)
+	return domain.Message{Subject: events.PinSubject(org, id), Expect: expect, Envelope: env}
+}
+
+func requested(id string) events.PinRequested {
+	return events.PinRequested{OrgID: org, RequestID: id, CID: "bafkqaaa"}
+}
+
+func TestAppendOptimisticConcurrency(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	_, l := natstest.Log(t)
+	id := uuid.NewString()
+
+	seqs, err := l.Append(ctx, pinMsg(t, id, 0, requested(id)))
+	require.NoError(t, err)
+	require.Equal(t, []uint64{1}, seqs)
+
+	// "Subject must be empty" no longer holds: wrong last sequence (10071).
+	_, err = l.Append(ctx, pinMsg(t, id, 0, requested(id)))
+	require.ErrorIs(t, err, domain.ErrConflict)
+
+	// A stale expectation conflicts too; the right one succeeds.
+	other := uuid.NewString()
+	_, err = l.Append(ctx, pinMsg(t, other, 0, requested(other)))
+	require.NoError(t, err)
+	_, err = l.Append(ctx, pinMsg(t, id, 2, events.PinRemoved{OrgID: org, RequestID: id}))
+	require.ErrorIs(t, err, domain.ErrConflict)
+	seqs, err = l.Append(ctx, pinMsg(t, id, 1, events.PinRemoved{OrgID: org, RequestID: id}))
+	require.NoError(t, err)
+	require.Equal(t, []uint64{3}, seqs)
+
+	recs, last, err := l.Load(ctx, events.PinSubject(org, id))
+	require.NoError(t, err)
+	require.Equal(t, uint64(3), last)
+	require.Len(t, recs, 2)
+	require.IsType(t, events.PinRequested{}, recs[0].Event)
+	require.IsType(t, events.PinRemoved{}, recs[1].Event)
+	require.Equal(t, "test:suite", recs[1].Actor)
+	require.Equal(t, "corr-1", recs[1].Corr)
+}
+
+func TestAppendNeverStoresAnEventTwice(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	_, l := natstest.Log(t)
+	id := uuid.NewString()
+	m := pinMsg(t, id, 0, requested(id))
+
+	_, err := l.Append(ctx, m)
+	require.NoError(t, err)
+	// The same event again (a retried append whose ack was lost): the server checks the expected sequence
+	// before the Nats-Msg-Id window, so it is refused as a conflict, and never stored twice.
+	_, err = l.Append(ctx, m)
+	require.ErrorIs(t, err, domain.ErrConflict)
+	recs, _, err := l.Load(ctx, m.Subject)
+	require.NoError(t, err)
+	require.Len(t, recs, 1)
+}
+
+func TestAtomicBatchIsAllOrNothing(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	_, l := natstest.Log(t)
+	oldID, newID := uuid.NewString(), uuid.NewString()
+	_, err := l.Append(ctx, pinMsg(t, oldID, 0, requested(oldID)))
+	require.NoError(t, err)
+
+	// The second message's expectation fails: nothing of the batch is stored.
+	_, err = l.Append(ctx,
+		pinMsg(t, oldID, 1, events.PinReplaced{OrgID: org, RequestID: oldID, ReplacedBy: newID}),
+		pinMsg(t, newID, 7, requested(newID)))
+	require.ErrorIs(t, err, domain.ErrConflict)
+	recs, last, err := l.Load(ctx, events.PinSubject(org, oldID))
+	require.NoError(t, err)
+	require.Len(t, recs, 1)
+	require.Equal(t, uint64(1), last)
+	recs, _, err = l.Load(ctx, events.PinSubject(org, newID))
+	require.NoError(t, err)
+	require.Empty(t, recs)
+
+	// Both expectations hold: both stored, contiguously.
+	seqs, err := l.Append(ctx,
+		pinMsg(t, oldID, 1, events.PinReplaced{OrgID: org, RequestID: oldID, ReplacedBy: newID}),
+		pinMsg(t, newID, 0, requested(newID)))
+	require.NoError(t, err)
+	require.Equal(t, []uint64{2, 3}, seqs)
+}
+
+// Two expectations on one subject inside a batch is error 10164 ("wrong last sequence", no number), the code a
+// clustered stream also uses for in-flight conflicts. It must map to a conflict like 10071.
+func TestConflictCode10164(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	_, l := natstest.Log(t)
+	id := uuid.NewString()
+	_, err := l.Append(ctx,
+		pinMsg(t, id, 0, requested(id)),
+		pinMsg(t, id, 1, events.PinRemoved{OrgID: org, RequestID: id}))
+	require.ErrorIs(t, err, domain.ErrConflict)
+	require.Contains(t, err.Error(), "wrong last sequence")
+}
+
+func TestLoadLongHistoryAndEmptySubject(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	_, l := natstest.Log(t)
+	recs, last, err := l.Load(ctx, events.PinSubject(org, uuid.NewString()))
+	require.NoError(t, err)
+	require.Empty(t, recs)
+	require.Zero(t, last)
+
+	// More events than one direct-get batch (256), interleaved with another subject.
+	id, noise := uuid.NewString(), uuid.NewString()
+	var expect, noiseExpect uint64
+	for i := 0; i < 600; i++ {
+		seqs, err := l.Append(ctx, pinMsg(t, id, expect, requested(id)))
+		require.NoError(t, err)
+		expect = seqs[0]
+		if i%3 == 0 {
+			seqs, err = l.Append(ctx, pinMsg(t, noise, noiseExpect, requested(noise)))
+			require.NoError(t, err)
+			noiseExpect = seqs[0]
+		}
+	}
+	recs, last, err = l.Load(ctx, events.PinSubject(org, id))
+	require.NoError(t, err)
+	require.Len(t, recs, 600)
+	require.Equal(t, expect, last)
+	for i := 1; i < len(recs); i++ {
+		require.Greater(t, recs[i].Seq, recs[i-1].Seq)
+	}
+}
+
+func TestReadInOrderFromSequence(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	_, l := natstest.Log(t)
+	var ids []string
+	for i := 0; i < 50; i++ {
+		id := uuid.NewString()
+		ids = append(ids, id)
+		_, err := l.Append(ctx, pinMsg(t, id, 0, requested(id)))
+		require.NoError(t, err)
+		tok := domain.Message{Subject: events.TokenSubject(org, id), Envelope: pinMsg(t, id, 0, events.TokenRevoked{OrgID: org, TokenID: id}).Envelope}
+		_, err = l.Append(ctx, tok)
+		require.NoError(t, err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	var got []events.Record
+	err := l.Read(rctx, 21, []string{events.AllPins}, natsjs.ReadOptions{MaxBatch: 7}, func(b []events.Record) error {
+		require.LessOrEqual(t, len(b), 7)
+		got = append(got, b...)
+		if got[len(got)-1].Seq == 99 {
+			cancel()
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	require.Len(t, got, 40) // pins at odd sequences 21..99
+	for i, r := range got {
+		require.Equal(t, uint64(21+2*i), r.Seq)
+		require.Equal(t, ids[10+i], r.Event.(events.PinRequested).RequestID)
+	}
+}
+
+func TestReadStopsAtUndecodableEvent(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	_, l := natstest.Log(t)
+	_, err := l.Conn().Request(events.PinSubject(org, "x"), []byte(`{"id":"1","type":"pin.teleported","v":9,"data":{}}`), 5*time.Second)
+	require.NoError(t, err)
+	err = l.Read(ctx, 1, nil, natsjs.ReadOptions{}, func([]events.Record) error { return nil })
+	var de *natsjs.DecodeError
+	require.ErrorAs(t, err, &de)
+	require.Equal(t, uint64(1), de.Seq)
+	require.ErrorIs(t, err, events.ErrUnknownType)
+}
+
+// TestGroupSyncAssumptions pins the filestore behaviour the group commit rests on: block files are
+// msgs/<n>.blk, and an acknowledged message is already written into the last one. If an upgrade of
+// nats-server breaks either, this fails.
+func TestGroupSyncAssumptions(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s, l := natstest.Log(t)
+	id := uuid.NewString()
+	m := pinMsg(t, id, 0, requested(id))
+	_, err := l.Append(ctx, m)
+	require.NoError(t, err)
+	blocks, err := filepath.Glob(filepath.Join(s.StreamDir(), "msgs", "*.blk"))
+	require.NoError(t, err)
+	require.NotEmpty(t, blocks)
+	data, err := os.ReadFile(blocks[len(blocks)-1])
+	require.NoError(t, err)
+	require.True(t, bytes.Contains(data, []byte(m.Envelope.ID)), "acknowledged event not in the last block file")
+}
+
+// Concurrent appends share fsyncs: far fewer fsync rounds than appends, and every append is acknowledged.
+func TestGroupCommitSharesFsyncs(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s := natstest.Server(t)
+	var rounds, covered atomic.Int64
+	l, err := natsjs.OpenLog(ctx, s, natsjs.LogConfig{OnSync: func(_ time.Duration, n int) {
+		rounds.Add(1)
+		covered.Add(int64(n))
+	}})
+	require.NoError(t, err)
+	t.Cleanup(l.Close)
+	const writers, each = 32, 20
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		wg.Go(func() {
+			for i := 0; i < each; i++ {
+				id := uuid.NewString()
+				_, err := l.Append(ctx, pinMsg(t, id, 0, requested(id)))
+				require.NoError(t, err)
+			}
+		})
+	}
+	wg.Wait()
+	require.Equal(t, int64(writers*each), covered.Load())
+	require.Less(t, rounds.Load(), int64(writers*each), "no fsync was shared")
+	t.Logf("%d appends, %d fsyncs", writers*each, rounds.Load())
+}
+
+func TestRestartKeepsEvents(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	dir := t.TempDir()
+	id := uuid.NewString()
+	{
+		s, err := natsjs.StartServer(natsjs.ServerConfig{StoreDir: dir})
+		require.NoError(t, err)
+		l, err := natsjs.OpenLog(ctx, s, natsjs.LogConfig{})
+		require.NoError(t, err)
+		_, err = l.Append(ctx, pinMsg(t, id, 0, requested(id)))
+		require.NoError(t, err)
+		l.Close()
+		s.Shutdown(ctx)
+	}
+	s := natstest.ServerIn(t, dir, natsjs.SyncGroup)
+	l, err := natsjs.OpenLog(ctx, s, natsjs.LogConfig{})
+	require.NoError(t, err)
+	defer l.Close()
+	recs, last, err := l.Load(ctx, events.PinSubject(org, id))
+	require.NoError(t, err)
+	require.Len(t, recs, 1)
+	require.Equal(t, uint64(1), last)
+}
+
+func TestStreamRefusesDeletes(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	_, l := natstest.Log(t)
+	id := uuid.NewString()
+	_, err := l.Append(ctx, pinMsg(t, id, 0, requested(id)))
+	require.NoError(t, err)
+	st, err := l.JetStream().Stream(ctx, events.StreamName)
+	require.NoError(t, err)
+	require.Error(t, st.DeleteMsg(ctx, 1))
+	require.Error(t, st.Purge(ctx))
+	cfg := st.CachedInfo().Config
+	require.True(t, cfg.DenyDelete && cfg.DenyPurge)
+	require.True(t, strings.EqualFold(cfg.Discard.String(), "DiscardNew") || cfg.Discard == 1)
+}

@@ -1,0 +1,174 @@
+// Package natsjs runs anchorage's event log on an embedded NATS JetStream server: the server itself, the one
+// event stream, optimistic-concurrency appends with group-committed fsyncs, aggregate loads and ordered reads.
+package natsjs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// SyncMode says when an append is acknowledged relative to fsync.
+type SyncMode string
+
+const (
+	// SyncGroup acknowledges an append only after an fsync of the stream's block file that started after the
+	// append was stored; concurrent appends share one fsync (group commit). The default.
+	SyncGroup SyncMode = "group"
+	// SyncAlways makes the server fsync every message itself before acknowledging it.
+	SyncAlways SyncMode = "always"
+	// SyncInterval acknowledges before fsync and syncs every SyncInterval: acknowledged writes can be lost on
+	// power failure or kernel crash.
+	SyncInterval SyncMode = "interval"
+)
+
+// ServerConfig configures the embedded server.
+type ServerConfig struct {
+	// StoreDir holds JetStream's files.
+	StoreDir string
+	// Listen is the client listener, host:port; "" serves in-process connections only.
+	Listen string
+	// User and Password guard the client listener.
+	User, Password string
+	Sync           SyncMode
+	// SyncInterval applies to SyncInterval mode.
+	SyncInterval time.Duration
+	// MaxStore caps JetStream file storage in bytes (0: unlimited).
+	MaxStore   int64
+	ServerName string
+	Logger     *slog.Logger
+}
+
+// Server is a running embedded NATS server with JetStream.
+type Server struct {
+	ns  *server.Server
+	cfg ServerConfig
+	log *slog.Logger
+}
+
+// StartServer starts the embedded server and waits until it accepts connections.
+func StartServer(cfg ServerConfig) (*Server, error) {
+	if cfg.StoreDir == "" {
+		return nil, errors.New("natsjs: StoreDir is required")
+	}
+	if cfg.Sync == "" {
+		cfg.Sync = SyncGroup
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.StoreDir, 0o700); err != nil {
+		return nil, fmt.Errorf("natsjs: create store dir: %w", err)
+	}
+	opts := &server.Options{
+		ServerName:         cfg.ServerName,
+		JetStream:          true,
+		StoreDir:           cfg.StoreDir,
+		JetStreamMaxStore:  cfg.MaxStore,
+		JetStreamMaxMemory: 256 << 20,
+		NoSigs:             true,
+		MaxPayload:         4 << 20,
+	}
+	if opts.ServerName == "" {
+		opts.ServerName = "anchorage"
+	}
+	if opts.JetStreamMaxStore == 0 {
+		opts.JetStreamMaxStore = -1
+	}
+	switch cfg.Sync {
+	case SyncAlways:
+		opts.SyncAlways = true
+	case SyncGroup:
+		// We fsync ourselves (groupSync); the server's own timer only matters for KV and consumer state.
+		opts.SyncInterval = 2 * time.Minute
+	case SyncInterval:
+		opts.SyncInterval = cfg.SyncInterval
+		cfg.Logger.Warn("nats.sync is interval: appends are acknowledged before they are on disk and can be lost on power failure or kernel crash",
+			"syncInterval", cfg.SyncInterval.String())
+	default:
+		return nil, fmt.Errorf("natsjs: unknown sync mode %q", cfg.Sync)
+	}
+	if cfg.Listen == "" {
+		opts.DontListen = true
+	} else {
+		host, port, err := net.SplitHostPort(cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("natsjs: listen address %q: %w", cfg.Listen, err)
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil {
+			return nil, fmt.Errorf("natsjs: listen port %q: %w", port, err)
+		}
+		if p == 0 {
+			p = server.RANDOM_PORT
+		}
+		opts.Host, opts.Port = host, p
+		opts.Username, opts.Password = cfg.User, cfg.Password
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("natsjs: new server: %w", err)
+	}
+	ns.SetLoggerV2(&logger{l: cfg.Logger.With("component", "nats")}, false, false, false)
+	ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		return nil, errors.New("natsjs: server not ready for connections after 30s")
+	}
+	return &Server{ns: ns, cfg: cfg, log: cfg.Logger}, nil
+}
+
+// Connect opens a client connection to the server, in-process (no TCP).
+func (s *Server) Connect(name string) (*nats.Conn, error) {
+	return nats.Connect("", nats.InProcessServer(s.ns), nats.Name(name), nats.MaxReconnects(-1))
+}
+
+// ClientURL is the listener's URL ("" when serving in-process only).
+func (s *Server) ClientURL() string {
+	if s.cfg.Listen == "" {
+		return ""
+	}
+	return s.ns.ClientURL()
+}
+
+// StreamDir is where the event stream's message blocks live.
+func (s *Server) StreamDir() string {
+	// The server's StoreDir already ends in "jetstream".
+	return filepath.Join(s.ns.StoreDir(), server.DEFAULT_GLOBAL_ACCOUNT, "streams", streamDirName)
+}
+
+// Sync is the configured sync mode.
+func (s *Server) Sync() SyncMode { return s.cfg.Sync }
+
+// Shutdown stops the server and waits for it.
+func (s *Server) Shutdown(ctx context.Context) {
+	done := make(chan struct{})
+	go func() {
+		s.ns.Shutdown()
+		s.ns.WaitForShutdown()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+// logger adapts the server's logger to slog.
+type logger struct{ l *slog.Logger }
+
+func (g *logger) Noticef(f string, a ...any) { g.l.Info(fmt.Sprintf(f, a...)) }
+func (g *logger) Warnf(f string, a ...any)   { g.l.Warn(fmt.Sprintf(f, a...)) }
+func (g *logger) Fatalf(f string, a ...any)  { g.l.Error(fmt.Sprintf(f, a...), "fatal", true) }
+func (g *logger) Errorf(f string, a ...any)  { g.l.Error(fmt.Sprintf(f, a...)) }
+func (g *logger) Debugf(f string, a ...any)  { g.l.Debug(fmt.Sprintf(f, a...)) }
+func (g *logger) Tracef(f string, a ...any)  {}

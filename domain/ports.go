@@ -1,0 +1,45 @@
+package domain
+
+import (
+	"context"
+	"time"
+
+	"github.com/anchorage-pin/anchorage/events"
+)
+
+// EventLog is the write side's view of the event stream.
+type EventLog interface {
+	// Load returns every event on one aggregate subject, in order, and the subject's last sequence (0 when the
+	// subject has no events).
+	Load(ctx context.Context, subject string) ([]events.Record, uint64, error)
+	// Append stores the messages atomically, in order, each guarded by its expected last subject sequence. It
+	// returns the stream sequence of each message once they are durable. An expectation that no longer holds
+	// makes it fail with an error wrapping ErrConflict, and nothing is stored.
+	Append(ctx context.Context, msgs ...Message) ([]uint64, error)
+}
+
+// Message is one event to append.
+type Message struct {
+	Subject string
+	// Expect is the sequence of the last message on Subject the decision was based on; 0 means "the subject
+	// must be empty".
+	Expect   uint64
+	Envelope events.Envelope
+}
+
+// Usage reports an org's current pin count and quota, for the soft quota check on pin requests.
+type Usage interface {
+	PinUsage(ctx context.Context, org string) (pins, maxPins int64, err error)
+}
+
+// Env is what a command needs besides its arguments.
+type Env struct {
+	Now   func() time.Time
+	NewID func() string
+}
+
+// Meta says who issues a command and which request it belongs to; it lands in every event's envelope.
+type Meta struct {
+	Actor string
+	Corr  string
+}

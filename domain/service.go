@@ -1,0 +1,244 @@
+package domain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/anchorage-pin/anchorage/events"
+	"github.com/google/uuid"
+)
+
+// MaxAttempts bounds how often a command is re-decided after an optimistic-concurrency conflict.
+const MaxAttempts = 4
+
+// Service runs commands: load an aggregate, fold, decide, append under optimistic concurrency, retry on
+// conflict.
+type Service struct {
+	Log    EventLog
+	Usage  Usage // nil disables the quota check
+	Env    Env
+	Tokens TokenPolicy
+}
+
+// Appended is the outcome of a command: the stream sequence of its last event.
+type Appended struct {
+	Seq uint64
+}
+
+// ValidID reports whether id can name an aggregate instance (anchorage ids are UUIDs). Anything else cannot
+// exist, so lookups treat it as not found without touching the log.
+func ValidID(id string) bool {
+	_, err := uuid.Parse(id)
+	return err == nil && len(id) == 36
+}
+
+// decide runs one load → fold → decide → append cycle, retrying on conflict. decideFn receives the loaded
+// records and the subject's last sequence and returns the events to append (none: nothing to do).
+func (s *Service) decide(ctx context.Context, subject string, decideFn func(recs []events.Record, last uint64) ([]Message, error)) (uint64, error) {
+	for attempt := 1; ; attempt++ {
+		recs, last, err := s.Log.Load(ctx, subject)
+		if err != nil {
+			return 0, fmt.Errorf("load %s: %w", subject, err)
+		}
+		msgs, err := decideFn(recs, last)
+		if err != nil || len(msgs) == 0 {
+			return last, err
+		}
+		seqs, err := s.Log.Append(ctx, msgs...)
+		if err == nil {
+			return seqs[len(seqs)-1], nil
+		}
+		if !errors.Is(err, ErrConflict) {
+			return 0, err
+		}
+		if attempt == MaxAttempts {
+			return 0, ReasonErrorf(ErrConflict, "CONCURRENT_MODIFICATION",
+				"%s kept changing while this request was being applied (%d attempts); retry the request", subject, attempt)
+		}
+	}
+}
+
+func (s *Service) envelope(m Meta, e events.Event) (events.Envelope, error) {
+	return events.New(s.Env.NewID(), s.Env.Now(), m.Actor, m.Corr, e)
+}
+
+// one wraps a single decided event (nil: nothing to do) as the message to append.
+func (s *Service) one(m Meta, subject string, last uint64, ev events.Event, err error) ([]Message, error) {
+	if err != nil || ev == nil {
+		return nil, err
+	}
+	env, err := s.envelope(m, ev)
+	if err != nil {
+		return nil, err
+	}
+	return []Message{{Subject: subject, Expect: last, Envelope: env}}, nil
+}
+
+// fold applies records to an aggregate.
+func fold(agg interface{ Apply(events.Event) }, recs []events.Record) {
+	for _, r := range recs {
+		agg.Apply(r.Event)
+	}
+}
+
+// RequestPin records a new pin request for org (POST /pins).
+func (s *Service) RequestPin(ctx context.Context, m Meta, org string, spec PinSpec) (events.PinRequested, Appended, error) {
+	spec, _, err := ValidatePinSpec(spec)
+	if err != nil {
+		return events.PinRequested{}, Appended{}, err
+	}
+	if err := s.checkQuota(ctx, org); err != nil {
+		return events.PinRequested{}, Appended{}, err
+	}
+	ev := Request(org, s.Env.NewID(), spec)
+	env, err := s.envelope(m, ev)
+	if err != nil {
+		return events.PinRequested{}, Appended{}, err
+	}
+	// A fresh id: the subject must be empty, so this cannot conflict except on an id collision.
+	seqs, err := s.Log.Append(ctx, Message{Subject: events.PinSubject(org, ev.RequestID), Expect: 0, Envelope: env})
+	if err != nil {
+		return events.PinRequested{}, Appended{}, err
+	}
+	return ev, Appended{Seq: seqs[0]}, nil
+}
+
+func (s *Service) checkQuota(ctx context.Context, org string) error {
+	if s.Usage == nil {
+		return nil
+	}
+	pins, maxPins, err := s.Usage.PinUsage(ctx, org)
+	if err != nil {
+		return fmt.Errorf("quota check: %w", err)
+	}
+	if maxPins > 0 && pins >= maxPins {
+		return Errorf(ErrInsufficientFund, "the org holds %d pin requests and its quota is %d; remove pins or ask an operator to raise the quota", pins, maxPins)
+	}
+	return nil
+}
+
+// ReplacePin replaces pin request oldID by a new one (POST /pins/{requestid}).
+func (s *Service) ReplacePin(ctx context.Context, m Meta, org, oldID string, spec PinSpec) (events.PinRequested, Appended, error) {
+	spec, _, err := ValidatePinSpec(spec)
+	if err != nil {
+		return events.PinRequested{}, Appended{}, err
+	}
+	if !ValidID(oldID) {
+		return events.PinRequested{}, Appended{}, Errorf(ErrNotFound, "pin request %q does not exist", clip(oldID))
+	}
+	newID := s.Env.NewID()
+	var out events.PinRequested
+	seq, err := s.decide(ctx, events.PinSubject(org, oldID), func(recs []events.Record, last uint64) ([]Message, error) {
+		p := Pin{RequestID: oldID}
+		fold(&p, recs)
+		replaced, requested, err := p.Replace(newID, spec)
+		if err != nil {
+			return nil, err
+		}
+		out = requested
+		e1, err := s.envelope(m, replaced)
+		if err != nil {
+			return nil, err
+		}
+		e2, err := s.envelope(m, requested)
+		if err != nil {
+			return nil, err
+		}
+		return []Message{
+			{Subject: events.PinSubject(org, oldID), Expect: last, Envelope: e1},
+			{Subject: events.PinSubject(org, newID), Expect: 0, Envelope: e2},
+		}, nil
+	})
+	return out, Appended{Seq: seq}, err
+}
+
+// RemovePin removes pin request id (DELETE /pins/{requestid}).
+func (s *Service) RemovePin(ctx context.Context, m Meta, org, id string) (Appended, error) {
+	if !ValidID(id) {
+		return Appended{}, Errorf(ErrNotFound, "pin request %q does not exist", clip(id))
+	}
+	subject := events.PinSubject(org, id)
+	seq, err := s.decide(ctx, subject, func(recs []events.Record, last uint64) ([]Message, error) {
+		p := Pin{RequestID: id}
+		fold(&p, recs)
+		ev, err := p.Remove()
+		return s.one(m, subject, last, ev, err)
+	})
+	return Appended{Seq: seq}, err
+}
+
+// CreateOrg creates an org; its id derives from the slug.
+func (s *Service) CreateOrg(ctx context.Context, m Meta, slug, name string) (string, Appended, error) {
+	if err := ValidateSlug(slug); err != nil {
+		return "", Appended{}, err
+	}
+	id := OrgIDForSlug(slug)
+	subject := events.OrgSubject(id)
+	seq, err := s.decide(ctx, subject, func(recs []events.Record, last uint64) ([]Message, error) {
+		var o Org
+		fold(&o, recs)
+		ev, err := o.Create(slug, name)
+		return s.one(m, subject, last, ev, err)
+	})
+	return id, Appended{Seq: seq}, err
+}
+
+// SetOrgQuota sets an org's pin quota (0 = unlimited).
+func (s *Service) SetOrgQuota(ctx context.Context, m Meta, orgID string, maxPins int64) (Appended, error) {
+	if !ValidID(orgID) {
+		return Appended{}, Errorf(ErrNotFound, "org %q does not exist", clip(orgID))
+	}
+	subject := events.OrgSubject(orgID)
+	seq, err := s.decide(ctx, subject, func(recs []events.Record, last uint64) ([]Message, error) {
+		var o Org
+		fold(&o, recs)
+		ev, err := o.SetQuota(maxPins)
+		return s.one(m, subject, last, ev, err)
+	})
+	return Appended{Seq: seq}, err
+}
+
+// MintToken records a new API token for an existing org. The caller signs the JWT from the returned event.
+func (s *Service) MintToken(ctx context.Context, m Meta, c MintToken) (events.TokenMinted, Appended, error) {
+	if !ValidID(c.OrgID) {
+		return events.TokenMinted{}, Appended{}, Errorf(ErrNotFound, "org %q does not exist", clip(c.OrgID))
+	}
+	orgRecs, _, err := s.Log.Load(ctx, events.OrgSubject(c.OrgID))
+	if err != nil {
+		return events.TokenMinted{}, Appended{}, fmt.Errorf("load org: %w", err)
+	}
+	var o Org
+	fold(&o, orgRecs)
+	if !o.Exists {
+		return events.TokenMinted{}, Appended{}, Errorf(ErrNotFound, "org %s does not exist", c.OrgID)
+	}
+	if c.TokenID == "" {
+		c.TokenID = s.Env.NewID()
+	}
+	subject := events.TokenSubject(c.OrgID, c.TokenID)
+	var out events.TokenMinted
+	seq, err := s.decide(ctx, subject, func(recs []events.Record, last uint64) ([]Message, error) {
+		var t Token
+		fold(&t, recs)
+		ev, err := t.Mint(c, s.Tokens, s.Env.Now())
+		out = ev
+		return s.one(m, subject, last, ev, err)
+	})
+	return out, Appended{Seq: seq}, err
+}
+
+// RevokeToken revokes an API token. Revoking a revoked token succeeds and records nothing.
+func (s *Service) RevokeToken(ctx context.Context, m Meta, orgID, tokenID, reason string) (Appended, error) {
+	if !ValidID(orgID) || !ValidID(tokenID) {
+		return Appended{}, Errorf(ErrNotFound, "token %q does not exist", clip(tokenID))
+	}
+	subject := events.TokenSubject(orgID, tokenID)
+	seq, err := s.decide(ctx, subject, func(recs []events.Record, last uint64) ([]Message, error) {
+		t := Token{TokenID: tokenID}
+		fold(&t, recs)
+		ev, err := t.Revoke(reason)
+		return s.one(m, subject, last, ev, err)
+	})
+	return Appended{Seq: seq}, err
+}

@@ -1,0 +1,43 @@
+package events
+
+import (
+	"fmt"
+	"strings"
+)
+
+// StreamName is the one JetStream stream holding every event.
+const StreamName = "ANCHORAGE"
+
+// StreamSubjects are the subject spaces of the event stream, one per aggregate kind.
+var StreamSubjects = []string{"orgs.>", "pins.>", "tokens.>", "nodes.>", "place.>", "obs.>", "users.>", "sched.>"}
+
+// Subject builders: one subject per aggregate instance. IDs are validated to be single subject tokens.
+
+func OrgSubject(org string) string            { return "orgs." + org }
+func PinSubject(org, requestID string) string { return "pins." + org + "." + requestID }
+func TokenSubject(org, tokenID string) string { return "tokens." + org + "." + tokenID }
+
+// Filters for consumers.
+const (
+	AllOrgs   = "orgs.>"
+	AllPins   = "pins.>"
+	AllTokens = "tokens.>"
+)
+
+// ValidToken reports whether s can be used as one subject token: non-empty, printable ASCII, no '.', '*', '>'
+// or whitespace.
+func ValidToken(s string) error {
+	if s == "" {
+		return fmt.Errorf("events: empty subject token")
+	}
+	if len(s) > 128 {
+		return fmt.Errorf("events: subject token longer than 128 bytes")
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(".*>", c) >= 0 {
+			return fmt.Errorf("events: %q is not a valid subject token", s)
+		}
+	}
+	return nil
+}
