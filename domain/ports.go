@@ -36,6 +36,8 @@ type Usage interface {
 type Env struct {
 	Now   func() time.Time
 	NewID func() string
+	// Created hands out pin creation times for an org (see CreatedClock).
+	Created func(org string) time.Time
 }
 
 // Meta says who issues a command and which request it belongs to; it lands in every event's envelope.

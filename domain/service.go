@@ -92,6 +92,7 @@ func (s *Service) RequestPin(ctx context.Context, m Meta, org string, spec PinSp
 		return events.PinRequested{}, Appended{}, err
 	}
 	ev := Request(org, s.Env.NewID(), spec)
+	ev.Created = s.Env.Created(org)
 	env, err := s.envelope(m, ev)
 	if err != nil {
 		return events.PinRequested{}, Appended{}, err
@@ -136,6 +137,7 @@ func (s *Service) ReplacePin(ctx context.Context, m Meta, org, oldID string, spe
 		if err != nil {
 			return nil, err
 		}
+		requested.Created = s.Env.Created(org)
 		out = requested
 		e1, err := s.envelope(m, replaced)
 		if err != nil {

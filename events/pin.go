@@ -1,5 +1,7 @@
 package events
 
+import "time"
+
 // PinRequested is recorded when an org asks for a CID to be pinned (POST /pins), and for the new object of a
 // replace (POST /pins/{requestid}), where Replaces names the old request. Subject pins.<org>.<request_id>.
 type PinRequested struct {
@@ -13,6 +15,10 @@ type PinRequested struct {
 	Meta    map[string]string `json:"meta,omitempty"`
 	// Replaces is the request this one replaces, if any.
 	Replaces string `json:"replaces,omitempty"`
+	// Created is the request's creation time as the spec's PinStatus.created: millisecond precision and
+	// strictly increasing per org on the node that decided it. The pins projection keeps it unless two nodes
+	// collide within one millisecond, in which case it bumps the later one by 1 ms.
+	Created time.Time `json:"created"`
 }
 
 func (PinRequested) EventType() Type   { return "pin.requested" }
@@ -38,7 +44,21 @@ type PinRemoved struct {
 func (PinRemoved) EventType() Type   { return "pin.removed" }
 func (PinRemoved) EventVersion() int { return 1 }
 
+// PinStatusObserved is recorded by a node's worker when it observes a pin's status on its Kubo: pinning,
+// pinned or failed (with Info["status_details"] saying why). Subject obs.<node>.<org>.<request_id>.
+type PinStatusObserved struct {
+	OrgID     string            `json:"org_id"`
+	RequestID string            `json:"request_id"`
+	NodeID    string            `json:"node_id"`
+	Status    string            `json:"status"`
+	Info      map[string]string `json:"info,omitempty"`
+}
+
+func (PinStatusObserved) EventType() Type   { return "pin.status_observed" }
+func (PinStatusObserved) EventVersion() int { return 1 }
+
 func init() {
+	register[PinStatusObserved]()
 	register[PinRequested]()
 	register[PinReplaced]()
 	register[PinRemoved]()

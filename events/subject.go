@@ -17,11 +17,17 @@ func OrgSubject(org string) string            { return "orgs." + org }
 func PinSubject(org, requestID string) string { return "pins." + org + "." + requestID }
 func TokenSubject(org, tokenID string) string { return "tokens." + org + "." + tokenID }
 
+// ObsSubject is where node reports its observations of one pin.
+func ObsSubject(node, org, requestID string) string {
+	return "obs." + node + "." + org + "." + requestID
+}
+
 // Filters for consumers.
 const (
 	AllOrgs   = "orgs.>"
 	AllPins   = "pins.>"
 	AllTokens = "tokens.>"
+	AllObs    = "obs.>"
 )
 
 // ValidToken reports whether s can be used as one subject token: non-empty, printable ASCII, no '.', '*', '>'

@@ -174,7 +174,7 @@ func TestReadInOrderFromSequence(t *testing.T) {
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	var got []events.Record
-	err := l.Read(rctx, 21, []string{events.AllPins}, natsjs.ReadOptions{MaxBatch: 7}, func(b []events.Record) error {
+	err := l.ReadBatches(rctx, 21, []string{events.AllPins}, natsjs.ReadOptions{MaxBatch: 7}, func(b []events.Record, _ uint64) error {
 		require.LessOrEqual(t, len(b), 7)
 		got = append(got, b...)
 		if got[len(got)-1].Seq == 99 {
@@ -196,7 +196,7 @@ func TestReadStopsAtUndecodableEvent(t *testing.T) {
 	_, l := natstest.Log(t)
 	_, err := l.Conn().Request(events.PinSubject(org, "x"), []byte(`{"id":"1","type":"pin.teleported","v":9,"data":{}}`), 5*time.Second)
 	require.NoError(t, err)
-	err = l.Read(ctx, 1, nil, natsjs.ReadOptions{}, func([]events.Record) error { return nil })
+	err = l.Read(ctx, 1, nil, func([]events.Record, uint64) error { return nil })
 	var de *natsjs.DecodeError
 	require.ErrorAs(t, err, &de)
 	require.Equal(t, uint64(1), de.Seq)

@@ -29,11 +29,17 @@ type ReadOptions struct {
 	MaxBatch int
 }
 
-// Read delivers the records with Seq >= from whose subjects match filters (all when empty), in stream order,
+// Read is ReadBatches with the default options.
+func (l *EventLog) Read(ctx context.Context, from uint64, filters []string, fn func(recs []events.Record, pending uint64) error) error {
+	return l.ReadBatches(ctx, from, filters, ReadOptions{}, fn)
+}
+
+// ReadBatches delivers the records with Seq >= from whose subjects match filters (all when empty), in stream order,
 // in batches: it blocks for the first available record, then hands fn everything already buffered, up to
-// MaxBatch. It returns when ctx ends (nil) or fn fails (fn's error). It uses an ordered consumer: no server
+// MaxBatch, with the number of matching records still pending after the batch. It returns when ctx ends (nil)
+// or fn fails (fn's error). fn must not keep the slice. It uses an ordered consumer: no server
 // state, no redelivery, recreated from the last delivered sequence on any gap.
-func (l *EventLog) Read(ctx context.Context, from uint64, filters []string, opts ReadOptions, fn func([]events.Record) error) error {
+func (l *EventLog) ReadBatches(ctx context.Context, from uint64, filters []string, opts ReadOptions, fn func(recs []events.Record, pending uint64) error) error {
 	if from == 0 {
 		from = 1
 	}
@@ -92,11 +98,13 @@ func (l *EventLog) Read(ctx context.Context, from uint64, filters []string, opts
 			}
 		}
 		batch = batch[:0]
+		var pending uint64
 		for {
-			rec, err := decodeMsg(m)
+			rec, np, err := decodeMsg(m)
 			if err != nil {
 				return err
 			}
+			pending = np
 			batch = append(batch, rec)
 			if len(batch) == opts.MaxBatch {
 				break
@@ -113,20 +121,20 @@ func (l *EventLog) Read(ctx context.Context, from uint64, filters []string, opts
 				break
 			}
 		}
-		if err := fn(batch); err != nil {
+		if err := fn(batch, pending); err != nil {
 			return err
 		}
 	}
 }
 
-func decodeMsg(m jetstream.Msg) (events.Record, error) {
+func decodeMsg(m jetstream.Msg) (events.Record, uint64, error) {
 	md, err := m.Metadata()
 	if err != nil {
-		return events.Record{}, fmt.Errorf("natsjs: message metadata: %w", err)
+		return events.Record{}, 0, fmt.Errorf("natsjs: message metadata: %w", err)
 	}
 	env, ev, err := events.Unmarshal(m.Data())
 	if err != nil {
-		return events.Record{}, &DecodeError{Seq: md.Sequence.Stream, Subject: m.Subject(), Err: err}
+		return events.Record{}, 0, &DecodeError{Seq: md.Sequence.Stream, Subject: m.Subject(), Err: err}
 	}
-	return events.Record{Seq: md.Sequence.Stream, Subject: m.Subject(), Envelope: env, Event: ev}, nil
+	return events.Record{Seq: md.Sequence.Stream, Subject: m.Subject(), Envelope: env, Event: ev}, md.NumPending, nil
 }

@@ -1,0 +1,12 @@
+-- name: CheckpointGet :one
+SELECT coalesce((SELECT last_seq FROM projection_checkpoints WHERE name = @name), 0)::bigint AS last_seq;
+
+-- name: CheckpointAdvance :execrows
+-- Compare-and-set: moves the checkpoint only from @prev. 0 rows means another instance moved it first.
+INSERT INTO projection_checkpoints AS c (name, last_seq, updated_at)
+VALUES (@name, @next::bigint, now())
+ON CONFLICT (name) DO UPDATE SET last_seq = excluded.last_seq, updated_at = excluded.updated_at
+WHERE c.last_seq = @prev::bigint;
+
+-- name: CheckpointList :many
+SELECT name, last_seq, updated_at FROM projection_checkpoints ORDER BY name;

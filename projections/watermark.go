@@ -1,0 +1,69 @@
+package projections
+
+import (
+	"context"
+	"sync"
+)
+
+// Watermarks track, per projection, the last stream sequence applied to the read model, and let a request
+// wait until its own write is visible: the API's read-your-writes guarantee.
+type Watermarks struct {
+	mu    sync.Mutex
+	marks map[string]*mark
+}
+
+type mark struct {
+	seq uint64
+	ch  chan struct{} // closed (and replaced) whenever seq advances
+}
+
+// NewWatermarks returns empty watermarks.
+func NewWatermarks() *Watermarks { return &Watermarks{marks: map[string]*mark{}} }
+
+func (w *Watermarks) get(name string) *mark {
+	m := w.marks[name]
+	if m == nil {
+		m = &mark{ch: make(chan struct{})}
+		w.marks[name] = m
+	}
+	return m
+}
+
+// Advance records that name has applied everything up to seq. Going backwards is ignored.
+func (w *Watermarks) Advance(name string, seq uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	m := w.get(name)
+	if seq <= m.seq {
+		return
+	}
+	m.seq = seq
+	close(m.ch)
+	m.ch = make(chan struct{})
+}
+
+// Applied returns the last sequence name applied.
+func (w *Watermarks) Applied(name string) uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.get(name).seq
+}
+
+// Wait blocks until name has applied seq, or ctx ends.
+func (w *Watermarks) Wait(ctx context.Context, name string, seq uint64) error {
+	for {
+		w.mu.Lock()
+		m := w.get(name)
+		if m.seq >= seq {
+			w.mu.Unlock()
+			return nil
+		}
+		ch := m.ch
+		w.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
