@@ -372,3 +372,15 @@ func (l *EventLog) LastSeq(ctx context.Context) (uint64, error) {
 	}
 	return info.State.LastSeq, nil
 }
+
+// LastSeqFor is the sequence of the last event whose subject matches filter (wildcards allowed), 0 if none.
+func (l *EventLog) LastSeqFor(ctx context.Context, filter string) (uint64, error) {
+	msg, err := l.stream.GetLastMsgForSubject(ctx, filter)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return msg.Sequence, nil
+}

@@ -291,3 +291,20 @@ func TestStreamRefusesDeletes(t *testing.T) {
 	require.True(t, cfg.DenyDelete && cfg.DenyPurge)
 	require.True(t, strings.EqualFold(cfg.Discard.String(), "DiscardNew") || cfg.Discard == 1)
 }
+
+func TestLastSeqFor(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	_, l := natstest.Log(t)
+	seq, err := l.LastSeqFor(ctx, events.AllTokens)
+	require.NoError(t, err)
+	require.Zero(t, seq)
+	id := uuid.NewString()
+	_, err = l.Append(ctx, domain.Message{Subject: events.TokenSubject(org, id), Envelope: pinMsg(t, id, 0, events.TokenRevoked{OrgID: org, TokenID: id}).Envelope})
+	require.NoError(t, err)
+	_, err = l.Append(ctx, pinMsg(t, id, 0, requested(id)))
+	require.NoError(t, err)
+	seq, err = l.LastSeqFor(ctx, events.AllTokens)
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), seq)
+}

@@ -129,7 +129,11 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 
 // Connect opens a client connection to the server, in-process (no TCP).
 func (s *Server) Connect(name string) (*nats.Conn, error) {
-	return nats.Connect("", nats.InProcessServer(s.ns), nats.Name(name), nats.MaxReconnects(-1))
+	opts := []nats.Option{nats.InProcessServer(s.ns), nats.Name(name), nats.MaxReconnects(-1)}
+	if s.cfg.User != "" {
+		opts = append(opts, nats.UserInfo(s.cfg.User, s.cfg.Password))
+	}
+	return nats.Connect("", opts...)
 }
 
 // ClientURL is the listener's URL ("" when serving in-process only).
