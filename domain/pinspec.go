@@ -1,7 +1,8 @@
 package domain
 
 import (
-	"fmt"
+	"encoding/json"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -84,7 +85,6 @@ func ValidateMeta(meta map[string]string) error {
 	if len(meta) > MaxMetaKeys {
 		return Errorf(ErrInvalid, "meta has %d keys; the limit is %d keys", len(meta), MaxMetaKeys)
 	}
-	total := 2
 	for k, v := range meta {
 		if k == "" {
 			return Errorf(ErrInvalid, "meta has an empty key; keys must be 1 to %d bytes", MaxMetaKeyBytes)
@@ -98,13 +98,13 @@ func ValidateMeta(meta map[string]string) error {
 		if err := checkText("meta key", k); err != nil {
 			return err
 		}
-		if err := checkText("meta value of key "+clip(k), v); err != nil {
+		if err := checkText("meta value of key "+strconv.Quote(clip(k)), v); err != nil {
 			return err
 		}
-		total += len(k) + len(v) + 6
 	}
-	if total > MaxMetaBytes {
-		return Errorf(ErrInvalid, "meta is about %d bytes as JSON; the limit is %d bytes for the whole object", total, MaxMetaBytes)
+	// The real encoded size: escaping can make a value several times longer than its bytes.
+	if b, err := json.Marshal(meta); err != nil || len(b) > MaxMetaBytes {
+		return Errorf(ErrInvalid, "meta is %d bytes as JSON; the limit is %d bytes for the whole object", len(b), MaxMetaBytes)
 	}
 	return nil
 }
@@ -140,9 +140,14 @@ func CleanOrigins(origins []string) []string {
 	return out
 }
 
+// clip shortens s for an error message, on a character boundary.
 func clip(s string) string {
 	if len(s) <= 40 {
 		return s
 	}
-	return fmt.Sprintf("%s…", s[:40])
+	cut := 40
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }

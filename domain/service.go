@@ -217,6 +217,8 @@ func (s *Service) MintToken(ctx context.Context, m Meta, c MintToken) (events.To
 	}
 	if c.TokenID == "" {
 		c.TokenID = s.Env.NewID()
+	} else if !ValidID(c.TokenID) {
+		return events.TokenMinted{}, Appended{}, Errorf(ErrInvalid, "token id %q is not a UUID", clip(c.TokenID))
 	}
 	subject := events.TokenSubject(c.OrgID, c.TokenID)
 	var out events.TokenMinted

@@ -2,7 +2,7 @@
 //
 // An event type is named "<aggregate>.<past-tense verb>" and versioned. A released (type, version) pair is frozen:
 // fields may be added, never renamed, retyped or given a new meaning. A breaking change is a new version, and
-// decoders keep accepting every old one. testdata/ holds one golden JSON file per (type, version); the golden test
+// decoders keep accepting every old one. testdata/golden/ holds one golden JSON file per (type, version); the golden test
 // refuses edits to released files. docs/events.md catalogues them.
 //
 // This package imports only the standard library.

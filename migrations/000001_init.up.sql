@@ -19,6 +19,20 @@ CREATE TABLE projection_checkpoints (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- Moves a checkpoint from p_prev to p_next, or raises AC001 when it is not at p_prev (another instance applied
+-- those events first). Projectors call it first in their batch, so the batch's transaction aborts as a whole.
+CREATE FUNCTION projection_advance(p_name text, p_prev bigint, p_next bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO projection_checkpoints AS c (name, last_seq, updated_at)
+    VALUES (p_name, p_next, now())
+    ON CONFLICT (name) DO UPDATE SET last_seq = excluded.last_seq, updated_at = excluded.updated_at
+    WHERE c.last_seq = p_prev;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'AC001', MESSAGE = format('checkpoint of projection %s moved from %s', p_name, p_prev);
+    END IF;
+END $$;
+
 -- orgs projection --------------------------------------------------------------------------------------------
 CREATE TABLE orgs (
     org_id     uuid PRIMARY KEY,

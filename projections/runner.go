@@ -66,6 +66,7 @@ type Runner struct {
 	failures  *prometheus.CounterVec
 	position  *prometheus.GaugeVec
 	behind    *prometheus.GaugeVec
+	applySecs *prometheus.HistogramVec
 }
 
 // NewRunner builds a runner for projs reading from src.
@@ -99,6 +100,10 @@ func NewRunner(src Source, projs []Projector, cfg RunnerConfig) *Runner {
 		}, []string{"projection"}),
 		failures: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "anchorage_projection_failures_total", Help: "Projection batches that failed and were retried.",
+		}, []string{"projection"}),
+		applySecs: f.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "anchorage_projection_apply_seconds", Help: "Duration of one projection transaction.",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14),
 		}, []string{"projection"}),
 		behind: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "anchorage_projection_lag_events", Help: "Events in the log not yet applied, per projection.",
@@ -177,9 +182,11 @@ func (r *Runner) follow(ctx context.Context, p Projector) error {
 	r.position.WithLabelValues(name).Set(float64(cp))
 	r.setErr(name, nil)
 	return r.src.Read(ctx, cp+1, p.Filters(), func(recs []events.Record, pending uint64) error {
+		t0 := time.Now()
 		if err := p.Apply(ctx, cp, recs); err != nil {
 			return err
 		}
+		r.applySecs.WithLabelValues(name).Observe(time.Since(t0).Seconds())
 		last := recs[len(recs)-1].Seq
 		cp = last
 		r.cfg.Watermarks.Advance(name, last)

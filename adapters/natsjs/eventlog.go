@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"time"
 
@@ -128,7 +129,7 @@ func openLogConn(ctx context.Context, nc *nats.Conn, cfg LogConfig) (*EventLog, 
 		if !have.DenyDelete || !have.DenyPurge || have.Discard != jetstream.DiscardNew || have.MaxAge != 0 || have.MaxMsgs > 0 || have.MaxBytes > 0 {
 			return nil, fmt.Errorf("natsjs: stream %s exists with limits or deletes allowed; an event log must keep everything", events.StreamName)
 		}
-		if len(have.Subjects) != len(want.Subjects) {
+		if !slices.Equal(have.Subjects, want.Subjects) {
 			upd := have
 			upd.Subjects = want.Subjects
 			if stream, err = js.UpdateStream(ctx, upd); err != nil {
@@ -383,4 +384,41 @@ func (l *EventLog) LastSeqFor(ctx context.Context, filter string) (uint64, error
 		return 0, err
 	}
 	return msg.Sequence, nil
+}
+
+// AppendBulk stores many single-event messages quickly, pipelining them (asynchronous publishes) instead of
+// waiting for each acknowledgement: for imports and seeding, not for commands. Each message still carries its
+// expected-sequence check, so messages must be for distinct subjects or ordered per subject with correct
+// expectations. It returns the first failure, after every publish has been answered.
+func (l *EventLog) AppendBulk(ctx context.Context, msgs []domain.Message) error {
+	var futures []jetstream.PubAckFuture
+	for _, m := range msgs {
+		body, err := events.Marshal(m.Envelope)
+		if err != nil {
+			return err
+		}
+		f, err := l.js.PublishMsgAsync(&nats.Msg{Subject: m.Subject, Header: header(m), Data: body})
+		if err != nil {
+			return fmt.Errorf("bulk append: %w", err)
+		}
+		futures = append(futures, f)
+	}
+	var first error
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			if first == nil {
+				first = l.publishErr(f.Msg().Subject, err)
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if first == nil && l.sync != nil {
+		if err := l.sync.Wait(ctx); err != nil {
+			return err
+		}
+	}
+	return first
 }

@@ -64,9 +64,6 @@ func openPool(ctx context.Context, dsn string, maxConns int32, role string) (*pg
 	cfg.ConnConfig.RuntimeParams["application_name"] = "anchorage-" + role
 	switch role {
 	case roleAPI:
-		// Plan every execution with its parameters: optional filters ("$n IS NULL OR …") then fold away and
-		// each query gets the index its actual filters need, instead of one generic plan for all.
-		cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
 		// The API never writes. Its org is only ever set transaction-locally (set_config(..., true)), so it
 		// cannot leak to the next request on a pooled connection.
 		cfg.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"

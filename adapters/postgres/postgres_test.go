@@ -252,6 +252,14 @@ func TestRowLevelSecurity(t *testing.T) {
 	require.NoError(t, postgres.NewReader(one).InOrg(ctx, orgA, func(tx pgx.Tx) error { return nil }))
 	require.NoError(t, one.QueryRow(ctx, "SELECT count(*) FROM pins").Scan(&n))
 	require.Zero(t, n)
+	// Likewise for the pipelined single-round-trip reads: the org ends with the batch.
+	_, err = postgres.NewReader(one).GetPin(ctx, orgA, aIDs[0])
+	require.NoError(t, err)
+	c, _, err := postgres.NewReader(one).ListPins(ctx, projections.PinFilter{OrgID: orgA, Statuses: projections.AllStatuses, Limit: 1})
+	require.NoError(t, err)
+	require.Positive(t, c)
+	require.NoError(t, one.QueryRow(ctx, "SELECT count(*) FROM pins").Scan(&n))
+	require.Zero(t, n, "org setting leaked out of a pipelined read")
 
 	// The API role cannot write, even to its own org.
 	err = f.reader.InOrg(ctx, orgA, func(tx pgx.Tx) error {

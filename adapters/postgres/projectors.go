@@ -3,8 +3,10 @@ package postgres
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/anchorage-pin/anchorage/adapters/postgres/internal/dbsqlc"
@@ -13,6 +15,7 @@ import (
 	"github.com/anchorage-pin/anchorage/projections"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -28,29 +31,60 @@ const (
 
 // Projectors returns the read-model projectors, all writing through the owner pool.
 func Projectors(pool *pgxpool.Pool) []projections.Projector {
-	return []projections.Projector{&OrgsProjector{pool}, &TokensProjector{pool}, &PinsProjector{pool}}
+	return []projections.Projector{&OrgsProjector{pool}, &TokensProjector{pool}, NewPinsProjector(pool)}
 }
 
-// inBatch runs fn and the checkpoint compare-and-set in one transaction. The checkpoint moves first: a second
-// instance working on the same batch blocks on that row and then finds it moved.
-func inBatch(ctx context.Context, pool *pgxpool.Pool, name string, prev uint64, recs []events.Record, fn func(tx pgx.Tx) error) error {
+// pipeline collects the statements of one batch (through sqlc's :exec methods) to send them in one round trip.
+type pipeline struct{ b pgx.Batch }
+
+var _ dbsqlc.DBTX = (*pipeline)(nil)
+
+func (p *pipeline) Exec(_ context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	p.b.Queue(sql, args...)
+	return pgconn.CommandTag{}, nil
+}
+
+func (p *pipeline) Query(context.Context, string, ...any) (pgx.Rows, error) {
+	return nil, errors.New("postgres: a projection pipeline only queues statements")
+}
+
+func (p *pipeline) QueryRow(context.Context, string, ...any) pgx.Row {
+	return errRow{errors.New("postgres: a projection pipeline only queues statements")}
+}
+
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
+
+// errCheckpointMoved is the SQLSTATE projection_advance raises.
+const errCheckpointMoved = "AC001"
+
+// applyBatch sends, as one pipeline, the checkpoint compare-and-set followed by the statements build queues. A
+// pipeline runs as one implicit transaction that commits at its end: if the checkpoint moved, or any statement
+// fails, nothing of it is applied. One round trip per batch, whatever its size.
+func applyBatch(ctx context.Context, pool *pgxpool.Pool, name string, prev uint64, recs []events.Record, build func(db dbsqlc.DBTX) error) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	next := recs[len(recs)-1].Seq
-	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		n, err := queries.CheckpointAdvance(ctx, tx, dbsqlc.CheckpointAdvanceParams{Name: name, Next: int64(next), Prev: int64(prev)})
-		if err != nil {
-			return fmt.Errorf("advance checkpoint %s: %w", name, interpret(err))
-		}
-		if n == 0 {
-			return projections.ErrCheckpointMoved
-		}
-		if err := fn(tx); err != nil {
+	var p pipeline
+	if err := queries.CheckpointAdvanceOrFail(ctx, &p, dbsqlc.CheckpointAdvanceOrFailParams{Name: name, Prev: int64(prev), Next: int64(recs[len(recs)-1].Seq)}); err != nil {
+		return err
+	}
+	if err := build(&p); err != nil {
+		return err
+	}
+	br := pool.SendBatch(ctx, &p.b)
+	for i := 0; i < p.b.Len(); i++ {
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) && pe.Code == errCheckpointMoved {
+				return projections.ErrCheckpointMoved
+			}
 			return interpret(err)
 		}
-		return nil
-	})
+	}
+	return interpret(br.Close())
 }
 
 func checkpoint(ctx context.Context, pool *pgxpool.Pool, name string) (uint64, error) {
@@ -71,7 +105,7 @@ func (p *OrgsProjector) Checkpoint(ctx context.Context) (uint64, error) {
 }
 
 func (p *OrgsProjector) Apply(ctx context.Context, prev uint64, recs []events.Record) error {
-	return inBatch(ctx, p.pool, ProjectionOrgs, prev, recs, func(tx pgx.Tx) error {
+	return applyBatch(ctx, p.pool, ProjectionOrgs, prev, recs, func(tx dbsqlc.DBTX) error {
 		for _, r := range recs {
 			switch e := r.Event.(type) {
 			case events.OrgCreated:
@@ -106,7 +140,7 @@ func (p *TokensProjector) Checkpoint(ctx context.Context) (uint64, error) {
 }
 
 func (p *TokensProjector) Apply(ctx context.Context, prev uint64, recs []events.Record) error {
-	return inBatch(ctx, p.pool, ProjectionTokens, prev, recs, func(tx pgx.Tx) error {
+	return applyBatch(ctx, p.pool, ProjectionTokens, prev, recs, func(tx dbsqlc.DBTX) error {
 		for _, r := range recs {
 			switch e := r.Event.(type) {
 			case events.TokenMinted:
@@ -139,11 +173,19 @@ func (p *TokensProjector) Apply(ctx context.Context, prev uint64, recs []events.
 
 // PinsProjector maintains pins, pin_counts and pin_org_state from pin and status-observation events.
 //
-// It folds each batch in memory first (a pin created and removed in one batch never touches a table), then
-// applies set-based statements: one DELETE, one UPDATE, one COPY, one counts upsert, one org-state upsert.
-// Positions and created times are handed out in stream order from pin_org_state, so a replay with any batching
-// reproduces exactly the same rows.
-type PinsProjector struct{ pool *pgxpool.Pool }
+// It folds each batch in memory first (a pin created and removed in one batch never touches a table), then sends
+// it as one pipeline: checkpoint compare-and-set, one DELETE, one UPDATE and one INSERT (each moving the counts
+// in the same statement), one org-state upsert. Positions and created times are handed out in stream order from
+// pin_org_state, whose last values it caches while its compare-and-sets keep succeeding, so a replay with any
+// batching reproduces exactly the same rows.
+type PinsProjector struct {
+	pool *pgxpool.Pool
+	mu   sync.Mutex
+	orgs map[uuid.UUID]*orgPos // cached pin_org_state positions; nil after any failure
+}
+
+// NewPinsProjector returns the pins projector.
+func NewPinsProjector(pool *pgxpool.Pool) *PinsProjector { return &PinsProjector{pool: pool} }
 
 func (p *PinsProjector) Name() string      { return ProjectionPins }
 func (p *PinsProjector) Filters() []string { return []string{events.AllPins, events.AllObs} }
@@ -153,10 +195,9 @@ func (p *PinsProjector) Checkpoint(ctx context.Context) (uint64, error) {
 
 type pinKey struct{ org, id uuid.UUID }
 
-type orgState struct {
+type orgPos struct {
 	lastPos     int64
 	lastCreated time.Time
-	live        int64
 }
 
 type statusUpdate struct {
@@ -186,45 +227,61 @@ func jsonOrNull(b []byte) []byte {
 	return b
 }
 
-type countKey struct {
-	org    uuid.UUID
-	status int16
-	bucket int64
-}
-
 func (p *PinsProjector) Apply(ctx context.Context, prev uint64, recs []events.Record) error {
-	return inBatch(ctx, p.pool, ProjectionPins, prev, recs, func(tx pgx.Tx) error {
-		return applyPins(ctx, tx, recs)
-	})
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	err := p.apply(ctx, prev, recs)
+	if err != nil {
+		p.orgs = nil // whatever happened, the cache may no longer match the table
+	}
+	return err
 }
 
-func applyPins(ctx context.Context, tx pgx.Tx, recs []events.Record) error {
-	// Lock the state of every org the batch touches.
-	orgSet := map[uuid.UUID]bool{}
-	for _, r := range recs {
-		if org, ok := pinOrg(r.Event); ok {
-			orgSet[org] = true
+// positions makes sure the cache holds every org in need, reading the missing ones.
+func (p *PinsProjector) positions(ctx context.Context, need map[uuid.UUID]bool) error {
+	if p.orgs == nil {
+		p.orgs = map[uuid.UUID]*orgPos{}
+	}
+	var missing []uuid.UUID
+	for org := range need {
+		if p.orgs[org] == nil {
+			missing = append(missing, org)
 		}
 	}
-	orgIDs := make([]uuid.UUID, 0, len(orgSet))
-	for id := range orgSet {
-		orgIDs = append(orgIDs, id)
+	if len(missing) == 0 {
+		return nil
 	}
-	rows, err := queries.PinOrgStateLock(ctx, tx, orgIDs)
+	rows, err := queries.PinOrgStateGet(ctx, p.pool, missing)
 	if err != nil {
+		return interpret(err)
+	}
+	for _, org := range missing {
+		p.orgs[org] = &orgPos{}
+	}
+	for _, r := range rows {
+		p.orgs[r.OrgID] = &orgPos{lastPos: r.LastPos, lastCreated: r.LastCreated}
+	}
+	return nil
+}
+
+func (p *PinsProjector) apply(ctx context.Context, prev uint64, recs []events.Record) error {
+	need := map[uuid.UUID]bool{}
+	for _, r := range recs {
+		if e, ok := r.Event.(events.PinRequested); ok {
+			if org, err := uuid.Parse(e.OrgID); err == nil {
+				need[org] = true
+			}
+		}
+	}
+	if err := p.positions(ctx, need); err != nil {
 		return err
 	}
-	states := make(map[uuid.UUID]*orgState, len(orgIDs))
-	for _, r := range rows {
-		states[r.OrgID] = &orgState{lastPos: r.LastPos, lastCreated: r.LastCreated, live: r.LivePins}
-	}
-	state := func(org uuid.UUID) *orgState {
-		st := states[org]
-		if st == nil {
-			st = &orgState{}
-			states[org] = st
-		}
-		return st
+	// Work on copies: the cache only advances once the batch has committed.
+	next := make(map[uuid.UUID]*orgPos, len(need))
+	added := map[uuid.UUID]int64{}
+	for org := range need {
+		c := *p.orgs[org]
+		next[org] = &c
 	}
 
 	var inserts []*newPin
@@ -232,7 +289,6 @@ func applyPins(ctx context.Context, tx pgx.Tx, recs []events.Record) error {
 	var deletes []pinKey
 	updates := map[pinKey]statusUpdate{}
 	var updateOrder []pinKey
-	counts := map[countKey]int64{}
 
 	for _, r := range recs {
 		switch e := r.Event.(type) {
@@ -248,7 +304,7 @@ func applyPins(ctx context.Context, tx pgx.Tx, recs []events.Record) error {
 			if err != nil {
 				return fmt.Errorf("event %d: %w", r.Seq, err)
 			}
-			st := state(k.org)
+			st := next[k.org]
 			created := e.Created
 			if created.IsZero() {
 				created = r.At
@@ -259,7 +315,7 @@ func applyPins(ctx context.Context, tx pgx.Tx, recs []events.Record) error {
 			}
 			st.lastPos++
 			st.lastCreated = created
-			st.live++
+			added[k.org]++
 			row := &newPin{
 				key: k, pos: st.lastPos, created: created, status: int16(projections.StatusQueued),
 				cid: e.CID, cidKey: pc.Key, name: e.Name, nameLower: strings.ToLower(e.Name), seq: int64(r.Seq),
@@ -293,7 +349,7 @@ func applyPins(ctx context.Context, tx pgx.Tx, recs []events.Record) error {
 				// Created in this batch: it never reaches the table.
 				delete(inserted, k)
 				row.seq = -1
-				state(k.org).live--
+				added[k.org]--
 				continue
 			}
 			deletes = append(deletes, k)
@@ -323,122 +379,77 @@ func applyPins(ctx context.Context, tx pgx.Tx, recs []events.Record) error {
 		}
 	}
 
-	// 1. Deletes of rows from earlier batches.
-	if len(deletes) > 0 {
-		orgs, ids := make([]uuid.UUID, len(deletes)), make([]uuid.UUID, len(deletes))
-		for i, k := range deletes {
-			orgs[i], ids[i] = k.org, k.id
+	err := applyBatch(ctx, p.pool, ProjectionPins, prev, recs, func(db dbsqlc.DBTX) error {
+		if len(deletes) > 0 {
+			var prm dbsqlc.PinsDeleteParams
+			for _, k := range deletes {
+				prm.OrgIds = append(prm.OrgIds, k.org)
+				prm.RequestIds = append(prm.RequestIds, k.id)
+			}
+			if err := queries.PinsDelete(ctx, db, prm); err != nil {
+				return err
+			}
 		}
-		gone, err := queries.PinsDelete(ctx, tx, dbsqlc.PinsDeleteParams{OrgIds: orgs, RequestIds: ids})
-		if err != nil {
-			return err
-		}
-		for _, g := range gone {
-			counts[countKey{g.OrgID, g.Status, g.Pos / BucketSize}]--
-			state(g.OrgID).live--
-		}
-	}
-	// 2. Status changes of rows from earlier batches.
-	if len(updateOrder) > 0 {
-		var prm dbsqlc.PinsSetStatusParams
+		var upd dbsqlc.PinsSetStatusParams
 		for _, k := range updateOrder {
 			u, ok := updates[k]
 			if !ok {
 				continue
 			}
-			prm.OrgIds = append(prm.OrgIds, k.org)
-			prm.RequestIds = append(prm.RequestIds, k.id)
-			prm.Statuses = append(prm.Statuses, u.status)
-			prm.Infos = append(prm.Infos, u.info)
-			prm.LastSeqs = append(prm.LastSeqs, u.seq)
+			upd.OrgIds = append(upd.OrgIds, k.org)
+			upd.RequestIds = append(upd.RequestIds, k.id)
+			upd.Statuses = append(upd.Statuses, u.status)
+			upd.Infos = append(upd.Infos, jsonOrNull(u.info))
+			upd.LastSeqs = append(upd.LastSeqs, u.seq)
 		}
-		if len(prm.OrgIds) > 0 {
-			changed, err := queries.PinsSetStatus(ctx, tx, prm)
-			if err != nil {
+		if len(upd.OrgIds) > 0 {
+			if err := queries.PinsSetStatus(ctx, db, upd); err != nil {
 				return err
 			}
-			for _, c := range changed {
-				if c.OldStatus != c.NewStatus {
-					counts[countKey{c.OrgID, c.OldStatus, c.Pos / BucketSize}]--
-					counts[countKey{c.OrgID, c.NewStatus, c.Pos / BucketSize}]++
-				}
-			}
 		}
-	}
-	// 3. New rows.
-	var ins dbsqlc.PinsInsertParams
-	for _, row := range inserts {
-		if row.seq < 0 {
-			continue
-		}
-		ins.OrgIds = append(ins.OrgIds, row.key.org)
-		ins.RequestIds = append(ins.RequestIds, row.key.id)
-		ins.Pos = append(ins.Pos, row.pos)
-		ins.Created = append(ins.Created, row.created)
-		ins.Statuses = append(ins.Statuses, row.status)
-		ins.Cids = append(ins.Cids, row.cid)
-		ins.CidKeys = append(ins.CidKeys, row.cidKey)
-		ins.Names = append(ins.Names, row.name)
-		ins.NameLowers = append(ins.NameLowers, row.nameLower)
-		ins.Metas = append(ins.Metas, jsonOrNull(row.meta))
-		ins.Origins = append(ins.Origins, jsonOrNull(row.origins))
-		ins.Infos = append(ins.Infos, jsonOrNull(row.info))
-		ins.LastSeqs = append(ins.LastSeqs, row.seq)
-		counts[countKey{row.key.org, row.status, row.pos / BucketSize}]++
-	}
-	if len(ins.OrgIds) > 0 {
-		if err := queries.PinsInsert(ctx, tx, ins); err != nil {
-			return err
-		}
-	}
-	// 4. Counts.
-	if len(counts) > 0 {
-		var prm dbsqlc.PinCountsAddParams
-		for k, d := range counts {
-			if d == 0 {
+		var ins dbsqlc.PinsInsertParams
+		for _, row := range inserts {
+			if row.seq < 0 {
 				continue
 			}
-			prm.OrgIds = append(prm.OrgIds, k.org)
-			prm.Statuses = append(prm.Statuses, k.status)
-			prm.Buckets = append(prm.Buckets, k.bucket)
-			prm.Deltas = append(prm.Deltas, d)
+			ins.OrgIds = append(ins.OrgIds, row.key.org)
+			ins.RequestIds = append(ins.RequestIds, row.key.id)
+			ins.Pos = append(ins.Pos, row.pos)
+			ins.Created = append(ins.Created, row.created)
+			ins.Statuses = append(ins.Statuses, row.status)
+			ins.Cids = append(ins.Cids, row.cid)
+			ins.CidKeys = append(ins.CidKeys, row.cidKey)
+			ins.Names = append(ins.Names, row.name)
+			ins.NameLowers = append(ins.NameLowers, row.nameLower)
+			ins.Metas = append(ins.Metas, jsonOrNull(row.meta))
+			ins.Origins = append(ins.Origins, jsonOrNull(row.origins))
+			ins.Infos = append(ins.Infos, jsonOrNull(row.info))
+			ins.LastSeqs = append(ins.LastSeqs, row.seq)
 		}
-		if len(prm.OrgIds) > 0 {
-			if err := queries.PinCountsAdd(ctx, tx, prm); err != nil {
+		if len(ins.OrgIds) > 0 {
+			if err := queries.PinsInsert(ctx, db, ins); err != nil {
 				return err
 			}
 		}
+		if len(next) > 0 {
+			var prm dbsqlc.PinOrgStateAdvanceParams
+			for org, st := range next {
+				prm.OrgIds = append(prm.OrgIds, org)
+				prm.LastPos = append(prm.LastPos, st.lastPos)
+				prm.LastCreated = append(prm.LastCreated, st.lastCreated)
+				prm.Added = append(prm.Added, added[org])
+			}
+			return queries.PinOrgStateAdvance(ctx, db, prm)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	// 5. Org state.
-	if len(states) > 0 {
-		var prm dbsqlc.PinOrgStateSaveParams
-		for id, st := range states {
-			prm.OrgIds = append(prm.OrgIds, id)
-			prm.LastPos = append(prm.LastPos, st.lastPos)
-			prm.LastCreated = append(prm.LastCreated, st.lastCreated)
-			prm.LivePins = append(prm.LivePins, st.live)
-		}
-		if err := queries.PinOrgStateSave(ctx, tx, prm); err != nil {
-			return err
-		}
+	for org, st := range next {
+		p.orgs[org] = st
 	}
 	return nil
-}
-
-func pinOrg(e events.Event) (uuid.UUID, bool) {
-	var org string
-	switch e := e.(type) {
-	case events.PinRequested:
-		org = e.OrgID
-	case events.PinReplaced:
-		org = e.OrgID
-	case events.PinRemoved:
-		org = e.OrgID
-	default:
-		return uuid.UUID{}, false
-	}
-	id, err := uuid.Parse(org)
-	return id, err == nil
 }
 
 func keyOf(org, id string) (pinKey, error) {

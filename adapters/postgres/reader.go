@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"strings"
 	"time"
 
@@ -43,117 +42,163 @@ func (r *Reader) InOrg(ctx context.Context, org string, fn func(tx pgx.Tx) error
 	return interpret(err)
 }
 
+// scoped returns a DBTX whose every statement sees only org's rows.
+func (r *Reader) scoped(org string) (orgDB, error) {
+	if _, err := uuid.Parse(org); err != nil {
+		return orgDB{}, fmt.Errorf("postgres: org id %q is not a uuid", org)
+	}
+	return orgDB{pool: r.pool, org: org}, nil
+}
+
 // GetPin returns one of org's pins.
 func (r *Reader) GetPin(ctx context.Context, org, requestID string) (projections.PinView, error) {
 	id, err := uuid.Parse(requestID)
 	if err != nil {
 		return projections.PinView{}, domain.Errorf(domain.ErrNotFound, "pin request %q does not exist", requestID)
 	}
-	var v projections.PinView
-	err = r.InOrg(ctx, org, func(tx pgx.Tx) error {
-		row, err := queries.PinGet(ctx, tx, id)
-		if err != nil {
-			return err
-		}
-		v, err = view(row.RequestID, row.Created, row.Status, row.Cid, row.Name, row.Meta, row.Origins, row.Info, row.Delegates)
-		return err
-	})
-	if errors.Is(err, domain.ErrNotFound) {
-		return projections.PinView{}, domain.Errorf(domain.ErrNotFound, "pin request %s does not exist", requestID)
+	db, err := r.scoped(org)
+	if err != nil {
+		return projections.PinView{}, err
 	}
-	return v, err
+	row, err := queries.PinGet(ctx, db, id)
+	if err != nil {
+		if err = interpret(err); errors.Is(err, domain.ErrNotFound) {
+			return projections.PinView{}, domain.Errorf(domain.ErrNotFound, "pin request %s does not exist", requestID)
+		}
+		return projections.PinView{}, err
+	}
+	return view(row.RequestID, row.Created, row.Status, row.Cid, row.Name, row.Meta, row.Origins, row.Info, row.Delegates)
 }
 
-// ListPins answers GET /pins.
+// ListPins answers GET /pins: one statement for the page and, unless the page shows there is nothing more,
+// one for the count, each a single round trip. The driving filter picks the query variant (see queries/pins.sql).
 func (r *Reader) ListPins(ctx context.Context, f projections.PinFilter) (int64, []projections.PinView, error) {
+	db, err := r.scoped(f.OrgID)
+	if err != nil {
+		return 0, nil, err
+	}
 	statuses := make([]int16, len(f.Statuses))
 	for i, s := range f.Statuses {
 		statuses[i] = int16(s)
 	}
-	lp := dbsqlc.PinsListParams{Statuses: statuses, Lim: int32(f.Limit)}
-	content := false
-	if len(f.CIDKeys) > 0 {
-		lp.CidKeys, content = f.CIDKeys, true
+	var after, before *time.Time
+	if !f.After.IsZero() {
+		after = &f.After
 	}
-	if f.Name != "" {
-		content = true
-		switch f.Match {
-		case projections.MatchIExact:
-			lower := strings.ToLower(f.Name)
-			lp.NameLower = &lower
-		case projections.MatchPartial, projections.MatchIPartial:
-			pattern := "%" + escapeLike(f.Name) + "%"
-			lower := strings.ToLower(pattern)
-			lp.NamePattern, lp.NameLowerPattern = &pattern, &lower
-			lp.NameCi = f.Match == projections.MatchIPartial
-		default:
-			name := f.Name
-			lp.Name = &name
+	if !f.Before.IsZero() {
+		before = &f.Before
+	}
+	var meta []byte
+	if len(f.Meta) > 0 {
+		if meta, err = json.Marshal(f.Meta); err != nil {
+			return 0, nil, err
 		}
 	}
-	if len(f.Meta) > 0 {
-		b, err := json.Marshal(f.Meta)
+	var nameLower, name, pattern, lowerPattern *string
+	exact, ci := false, false
+	if f.Name != "" {
+		switch f.Match {
+		case projections.MatchPartial, projections.MatchIPartial:
+			p := "%" + escapeLike(f.Name) + "%"
+			lp := strings.ToLower(p)
+			pattern, lowerPattern, ci = &p, &lp, f.Match == projections.MatchIPartial
+		default:
+			l, n := strings.ToLower(f.Name), f.Name
+			nameLower, name, exact = &l, &n, f.Match != projections.MatchIExact
+		}
+	}
+	lim := int32(f.Limit)
+	var rows []dbsqlc.PinsListRow
+	var count func() (int64, error)
+	switch {
+	case len(f.CIDKeys) > 0:
+		got, err := queries.PinsListByCID(ctx, db, dbsqlc.PinsListByCIDParams{Statuses: statuses, After: after, Before: before,
+			CidKeys: f.CIDKeys, NameLower: nameLower, NameExact: exact, Name: name, NamePattern: pattern, NameLowerPattern: lowerPattern,
+			NameCi: ci, Meta: meta, Lim: lim})
+		rows, err = convertRows(got, err)
+		if err != nil {
+			return 0, nil, interpret(err)
+		}
+		count = func() (int64, error) {
+			return queries.PinsCountByCID(ctx, db, dbsqlc.PinsCountByCIDParams{Statuses: statuses, After: after, Before: before,
+				CidKeys: f.CIDKeys, NameLower: nameLower, NameExact: exact, Name: name, NamePattern: pattern, NameLowerPattern: lowerPattern,
+				NameCi: ci, Meta: meta})
+		}
+	case nameLower != nil:
+		got, err := queries.PinsListByName(ctx, db, dbsqlc.PinsListByNameParams{Statuses: statuses, After: after, Before: before,
+			NameLower: *nameLower, NameExact: exact, Name: *name, Meta: meta, Lim: lim})
+		rows, err = convertRows(got, err)
+		if err != nil {
+			return 0, nil, interpret(err)
+		}
+		count = func() (int64, error) {
+			return queries.PinsCountByName(ctx, db, dbsqlc.PinsCountByNameParams{Statuses: statuses, After: after, Before: before,
+				NameLower: *nameLower, NameExact: exact, Name: *name, Meta: meta})
+		}
+	case meta != nil:
+		got, err := queries.PinsListByMeta(ctx, db, dbsqlc.PinsListByMetaParams{Statuses: statuses, After: after, Before: before,
+			Meta: meta, NamePattern: pattern, NameLowerPattern: lowerPattern, NameCi: ci, Lim: lim})
+		rows, err = convertRows(got, err)
+		if err != nil {
+			return 0, nil, interpret(err)
+		}
+		count = func() (int64, error) {
+			return queries.PinsCountByMeta(ctx, db, dbsqlc.PinsCountByMetaParams{Statuses: statuses, After: after, Before: before,
+				Meta: meta, NamePattern: pattern, NameLowerPattern: lowerPattern, NameCi: ci})
+		}
+	case pattern != nil:
+		got, err := queries.PinsListByNamePattern(ctx, db, dbsqlc.PinsListByNamePatternParams{Statuses: statuses, After: after, Before: before,
+			NamePattern: *pattern, NameLowerPattern: *lowerPattern, NameCi: ci, Lim: lim})
+		rows, err = convertRows(got, err)
+		if err != nil {
+			return 0, nil, interpret(err)
+		}
+		count = func() (int64, error) {
+			return queries.PinsCountByNamePattern(ctx, db, dbsqlc.PinsCountByNamePatternParams{Statuses: statuses, After: after, Before: before,
+				NamePattern: *pattern, NameLowerPattern: *lowerPattern, NameCi: ci})
+		}
+	default:
+		rows, err = queries.PinsList(ctx, db, dbsqlc.PinsListParams{Statuses: statuses, After: after, Before: before, Lim: lim})
+		if err != nil {
+			return 0, nil, interpret(err)
+		}
+		count = func() (int64, error) {
+			return queries.PinsCountPositions(ctx, db, dbsqlc.PinsCountPositionsParams{Statuses: statuses, After: after, Before: before})
+		}
+	}
+	out := make([]projections.PinView, 0, len(rows))
+	for _, row := range rows {
+		v, err := view(row.RequestID, row.Created, row.Status, row.Cid, row.Name, row.Meta, row.Origins, row.Info, row.Delegates)
 		if err != nil {
 			return 0, nil, err
 		}
-		lp.Meta, content = b, true
+		out = append(out, v)
 	}
-	var count int64
-	var out []projections.PinView
-	err := r.InOrg(ctx, f.OrgID, func(tx pgx.Tx) error {
-		lo, hi := int64(0), int64(math.MaxInt64)
-		var err error
-		if !f.After.IsZero() {
-			if lo, err = queries.PinsPosAfter(ctx, tx, f.After); err != nil {
-				return err
-			}
-		}
-		if !f.Before.IsZero() {
-			if hi, err = queries.PinsPosBefore(ctx, tx, f.Before); err != nil {
-				return err
-			}
-		}
-		if hi-lo <= 1 {
-			return nil
-		}
-		lp.Lo, lp.Hi = lo, hi
-		rows, err := queries.PinsList(ctx, tx, lp)
-		if err != nil {
-			return err
-		}
-		out = make([]projections.PinView, 0, len(rows))
-		for _, row := range rows {
-			v, err := view(row.RequestID, row.Created, row.Status, row.Cid, row.Name, row.Meta, row.Origins, row.Info, row.Delegates)
-			if err != nil {
-				return err
-			}
-			out = append(out, v)
-		}
-		// The count needs no query when this page already holds every match.
-		if len(rows) < f.Limit && lo == 0 && hi == math.MaxInt64 {
-			count = int64(len(rows))
-			return nil
-		}
-		if content {
-			count, err = queries.PinsCountFiltered(ctx, tx, dbsqlc.PinsCountFilteredParams{
-				Statuses: statuses, Lo: lo, Hi: hi, CidKeys: lp.CidKeys, Name: lp.Name, NameLower: lp.NameLower,
-				NamePattern: lp.NamePattern, NameLowerPattern: lp.NameLowerPattern, NameCi: lp.NameCi, Meta: lp.Meta,
-			})
-			return err
-		}
-		loB, hiB := lo/BucketSize, hi/BucketSize
-		count, err = queries.PinsCountPositions(ctx, tx, dbsqlc.PinsCountPositionsParams{
-			Statuses: statuses, Lo: lo, Hi: hi, LoBucket: loB, LoEnd: (loB + 1) * BucketSize, HiBucket: hiB, HiStart: hiB * BucketSize,
-		})
-		return err
-	})
+	// A page with room to spare, unbounded in time, already holds every match.
+	if len(rows) < f.Limit && after == nil && before == nil {
+		return int64(len(rows)), out, nil
+	}
+	n, err := count()
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, interpret(err)
 	}
-	if out == nil {
-		out = []projections.PinView{}
+	return n, out, nil
+}
+
+// listRow is any of the generated list row types, which all have PinsListRow's fields.
+type listRow interface {
+	dbsqlc.PinsListByCIDRow | dbsqlc.PinsListByNameRow | dbsqlc.PinsListByMetaRow | dbsqlc.PinsListByNamePatternRow
+}
+
+func convertRows[T listRow](rows []T, err error) ([]dbsqlc.PinsListRow, error) {
+	if err != nil {
+		return nil, err
 	}
-	return count, out, nil
+	out := make([]dbsqlc.PinsListRow, len(rows))
+	for i, r := range rows {
+		out[i] = dbsqlc.PinsListRow(r)
+	}
+	return out, nil
 }
 
 // PinUsage reports org's live pin count and quota (domain.Usage).
@@ -162,12 +207,11 @@ func (r *Reader) PinUsage(ctx context.Context, org string) (pins, maxPins int64,
 	if err != nil {
 		return 0, 0, fmt.Errorf("postgres: org id %q is not a uuid", org)
 	}
-	err = r.InOrg(ctx, org, func(tx pgx.Tx) error {
-		u, err := queries.OrgUsage(ctx, tx, id)
-		pins, maxPins = u.LivePins, u.MaxPins
-		return err
-	})
-	return pins, maxPins, err
+	u, err := queries.OrgUsage(ctx, orgDB{pool: r.pool, org: org}, id)
+	if err != nil {
+		return 0, 0, interpret(err)
+	}
+	return u.LivePins, u.MaxPins, nil
 }
 
 func view(id uuid.UUID, created time.Time, status int16, cid string, name *string, meta, origins, info []byte, delegates []string) (projections.PinView, error) {

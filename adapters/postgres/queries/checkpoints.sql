@@ -10,3 +10,7 @@ WHERE c.last_seq = @prev::bigint;
 
 -- name: CheckpointList :many
 SELECT name, last_seq, updated_at FROM projection_checkpoints ORDER BY name;
+
+-- name: CheckpointAdvanceOrFail :exec
+-- Raises SQLSTATE AC001 when the checkpoint is not at @prev (see projection_advance).
+SELECT projection_advance(@name::text, @prev::bigint, @next::bigint);

@@ -1,45 +1,66 @@
 -- Projector side (owner role) ------------------------------------------------------------------------------
 
--- name: PinOrgStateLock :many
-SELECT org_id, last_pos, last_created, live_pins FROM pin_org_state
-WHERE org_id = ANY(@org_ids::uuid[]) FOR UPDATE;
+-- name: PinOrgStateGet :many
+SELECT org_id, last_pos, last_created FROM pin_org_state WHERE org_id = ANY(@org_ids::uuid[]);
 
--- name: PinOrgStateSave :exec
+-- name: PinOrgStateAdvance :exec
+-- Hands out positions and created times up to the given ones, and adds this batch's new pins to live_pins.
 INSERT INTO pin_org_state (org_id, last_pos, last_created, live_pins)
-SELECT unnest(@org_ids::uuid[]), unnest(@last_pos::bigint[]), unnest(@last_created::timestamptz[]), unnest(@live_pins::bigint[])
+SELECT unnest(@org_ids::uuid[]), unnest(@last_pos::bigint[]), unnest(@last_created::timestamptz[]), unnest(@added::bigint[])
 ON CONFLICT (org_id) DO UPDATE
-SET last_pos = excluded.last_pos, last_created = excluded.last_created, live_pins = excluded.live_pins;
+SET last_pos = excluded.last_pos, last_created = excluded.last_created, live_pins = pin_org_state.live_pins + excluded.live_pins;
 
 -- name: PinsInsert :exec
--- One statement for a whole batch (COPY is not allowed on tables under forced row-level security). Empty names
--- and JSON null stand for NULL.
-INSERT INTO pins (org_id, request_id, pos, created, status, cid, cid_key, name, name_lower, meta, origins, info, last_seq)
-SELECT r.org_id, r.request_id, r.pos, r.created, r.status, r.cid, r.cid_key, nullif(r.name, ''), nullif(r.name_lower, ''),
-       nullif(r.meta, 'null'::jsonb), nullif(r.origins, 'null'::jsonb), nullif(r.info, 'null'::jsonb), r.last_seq
-FROM (SELECT unnest(@org_ids::uuid[]) AS org_id, unnest(@request_ids::uuid[]) AS request_id, unnest(@pos::bigint[]) AS pos,
-             unnest(@created::timestamptz[]) AS created, unnest(@statuses::smallint[]) AS status, unnest(@cids::text[]) AS cid,
-             unnest(@cid_keys::bytea[]) AS cid_key, unnest(@names::text[]) AS name, unnest(@name_lowers::text[]) AS name_lower,
-             unnest(@metas::jsonb[]) AS meta, unnest(@origins::jsonb[]) AS origins, unnest(@infos::jsonb[]) AS info,
-             unnest(@last_seqs::bigint[]) AS last_seq) r;
-
--- name: PinsDelete :many
-DELETE FROM pins p
-USING (SELECT unnest(@org_ids::uuid[]) AS org_id, unnest(@request_ids::uuid[]) AS request_id) d
-WHERE p.org_id = d.org_id AND p.request_id = d.request_id
-RETURNING p.org_id, p.status, p.pos;
-
--- name: PinsSetStatus :many
--- Applies status observations; returns old and new status so the counts can move.
-UPDATE pins p SET status = u.status, info = u.info, last_seq = u.last_seq
-FROM (SELECT unnest(@org_ids::uuid[]) AS org_id, unnest(@request_ids::uuid[]) AS request_id,
-             unnest(@statuses::smallint[]) AS status, unnest(@infos::jsonb[]) AS info, unnest(@last_seqs::bigint[]) AS last_seq) u,
-     LATERAL (SELECT q.status AS old_status FROM pins q WHERE q.org_id = u.org_id AND q.request_id = u.request_id) o
-WHERE p.org_id = u.org_id AND p.request_id = u.request_id
-RETURNING p.org_id, p.pos, o.old_status::smallint AS old_status, p.status AS new_status;
-
--- name: PinCountsAdd :exec
+-- One statement for a whole batch, counts included (COPY is not allowed on tables under forced row-level
+-- security). Empty names and JSON null stand for NULL.
+WITH ins AS (
+    INSERT INTO pins (org_id, request_id, pos, created, status, cid, cid_key, name, name_lower, meta, origins, info, last_seq)
+    SELECT r.org_id, r.request_id, r.pos, r.created, r.status, r.cid, r.cid_key, nullif(r.name, ''), nullif(r.name_lower, ''),
+           nullif(r.meta, 'null'::jsonb), nullif(r.origins, 'null'::jsonb), nullif(r.info, 'null'::jsonb), r.last_seq
+    FROM (SELECT unnest(@org_ids::uuid[]) AS org_id, unnest(@request_ids::uuid[]) AS request_id, unnest(@pos::bigint[]) AS pos,
+                 unnest(@created::timestamptz[]) AS created, unnest(@statuses::smallint[]) AS status, unnest(@cids::text[]) AS cid,
+                 unnest(@cid_keys::bytea[]) AS cid_key, unnest(@names::text[]) AS name, unnest(@name_lowers::text[]) AS name_lower,
+                 unnest(@metas::jsonb[]) AS meta, unnest(@origins::jsonb[]) AS origins, unnest(@infos::jsonb[]) AS info,
+                 unnest(@last_seqs::bigint[]) AS last_seq) r
+    RETURNING org_id, status, pos
+)
 INSERT INTO pin_counts (org_id, status, bucket, n)
-SELECT unnest(@org_ids::uuid[]), unnest(@statuses::smallint[]), unnest(@buckets::bigint[]), unnest(@deltas::bigint[])
+SELECT org_id, status, pos / 1024, count(*) FROM ins GROUP BY 1, 2, 3
+ON CONFLICT (org_id, status, bucket) DO UPDATE SET n = pin_counts.n + excluded.n;
+
+-- name: PinsDelete :exec
+-- Deletes pins and takes them off the counts and live_pins, in one statement.
+WITH d AS (
+    DELETE FROM pins p
+    USING (SELECT unnest(@org_ids::uuid[]) AS org_id, unnest(@request_ids::uuid[]) AS request_id) x
+    WHERE p.org_id = x.org_id AND p.request_id = x.request_id
+    RETURNING p.org_id, p.status, p.pos
+), c AS (
+    INSERT INTO pin_counts (org_id, status, bucket, n)
+    SELECT org_id, status, pos / 1024, -count(*) FROM d GROUP BY 1, 2, 3
+    ON CONFLICT (org_id, status, bucket) DO UPDATE SET n = pin_counts.n + excluded.n
+)
+UPDATE pin_org_state s SET live_pins = s.live_pins - g.n
+FROM (SELECT org_id, count(*) AS n FROM d GROUP BY org_id) g
+WHERE s.org_id = g.org_id;
+
+-- name: PinsSetStatus :exec
+-- Applies status observations and moves the counts, in one statement.
+WITH u AS (
+    UPDATE pins p SET status = t.status, info = nullif(t.info, 'null'::jsonb), last_seq = t.last_seq
+    FROM (SELECT unnest(@org_ids::uuid[]) AS org_id, unnest(@request_ids::uuid[]) AS request_id,
+                 unnest(@statuses::smallint[]) AS status, unnest(@infos::jsonb[]) AS info, unnest(@last_seqs::bigint[]) AS last_seq) t,
+         LATERAL (SELECT q.status AS old_status FROM pins q WHERE q.org_id = t.org_id AND q.request_id = t.request_id) o
+    WHERE p.org_id = t.org_id AND p.request_id = t.request_id
+    RETURNING p.org_id, p.pos, o.old_status, p.status AS new_status
+)
+INSERT INTO pin_counts (org_id, status, bucket, n)
+SELECT x.org_id, x.status, x.bucket, sum(x.delta) FROM (
+    SELECT org_id, old_status AS status, pos / 1024 AS bucket, -1 AS delta FROM u WHERE old_status <> new_status
+    UNION ALL
+    SELECT org_id, new_status, pos / 1024, 1 FROM u WHERE old_status <> new_status
+) x
+GROUP BY 1, 2, 3
 ON CONFLICT (org_id, status, bucket) DO UPDATE SET n = pin_counts.n + excluded.n;
 
 -- API side (API role, org set with set_config('app.org_id', ..., true); RLS scopes every statement) -------------
@@ -48,57 +69,126 @@ ON CONFLICT (org_id, status, bucket) DO UPDATE SET n = pin_counts.n + excluded.n
 SELECT request_id, created, status, cid, name, meta, origins, info, delegates
 FROM pins WHERE request_id = @request_id;
 
--- name: PinsPosBefore :one
--- The first position created at or after @before: "created < before" is "pos < this".
-SELECT coalesce((SELECT pos FROM pins WHERE created >= @before ORDER BY created LIMIT 1), 9223372036854775807)::bigint AS pos;
-
--- name: PinsPosAfter :one
--- The last position created at or before @after: "created > after" is "pos > this".
-SELECT coalesce((SELECT pos FROM pins WHERE created <= @after ORDER BY created DESC LIMIT 1), 0)::bigint AS pos;
+-- The list and count queries below come in one variant per driving filter (none, cid, name, meta, name
+-- pattern), most selective first, each carrying the remaining filters as plain predicates. Every variant thus
+-- always has its driving index condition, so a cached generic plan is as good as a custom one and the API pays no
+-- planning per request. Bounds: "created < before" is "pos < the first pos created at or after before" (pos and
+-- created grow together within an org), one index probe each.
 
 -- name: PinsList :many
--- Newest first within (lo, hi) positions. One index range per status (org, status, pos), merged: O(statuses ×
--- limit) rows read, whatever the org's size. Optional filters are NULL when unused (the API pool plans every
--- execution with its parameters, so unused filters fold away).
+-- Newest first with no content filter: one index range per status (org, status, pos), merged: O(statuses ×
+-- limit) rows read, whatever the org's size.
 SELECT p.request_id, p.created, p.status, p.cid, p.name, p.meta, p.origins, p.info, p.delegates
 FROM unnest(@statuses::smallint[]) AS s(status)
 CROSS JOIN LATERAL (
     SELECT q.* FROM pins q
-    WHERE q.status = s.status AND q.pos > @lo::bigint AND q.pos < @hi::bigint
-      AND (sqlc.narg(cid_keys)::bytea[] IS NULL OR q.cid_key = ANY(sqlc.narg(cid_keys)::bytea[]))
-      AND (sqlc.narg(name)::text IS NULL OR q.name = sqlc.narg(name)::text)
-      AND (sqlc.narg(name_lower)::text IS NULL OR q.name_lower = sqlc.narg(name_lower)::text)
-      AND (sqlc.narg(name_pattern)::text IS NULL
-           OR q.request_id IN (SELECT pins_matching_name(sqlc.narg(name_pattern)::text, sqlc.narg(name_lower_pattern)::text, @name_ci::boolean)))
-      AND (sqlc.narg(meta)::jsonb IS NULL OR q.request_id IN (SELECT pins_matching_meta(sqlc.narg(meta)::jsonb)))
+    WHERE q.status = s.status
+      AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= sqlc.narg(after)::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
+      AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= sqlc.narg(before)::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
     ORDER BY q.pos DESC
     LIMIT @lim::int
 ) p
 ORDER BY p.pos DESC
 LIMIT @lim::int;
 
--- name: PinsCountFiltered :one
--- Count with content filters (cid, name, meta): these match few pins and use their own indexes.
-SELECT count(*)::bigint FROM pins q
-WHERE q.status = ANY(@statuses::smallint[]) AND q.pos > @lo::bigint AND q.pos < @hi::bigint
-  AND (sqlc.narg(cid_keys)::bytea[] IS NULL OR q.cid_key = ANY(sqlc.narg(cid_keys)::bytea[]))
-  AND (sqlc.narg(name)::text IS NULL OR q.name = sqlc.narg(name)::text)
-  AND (sqlc.narg(name_lower)::text IS NULL OR q.name_lower = sqlc.narg(name_lower)::text)
-  AND (sqlc.narg(name_pattern)::text IS NULL
-       OR q.request_id IN (SELECT pins_matching_name(sqlc.narg(name_pattern)::text, sqlc.narg(name_lower_pattern)::text, @name_ci::boolean)))
-  AND (sqlc.narg(meta)::jsonb IS NULL OR q.request_id IN (SELECT pins_matching_meta(sqlc.narg(meta)::jsonb)));
+-- name: PinsListByCID :many
+-- Driven by (org, cid_key): a CID is pinned a few times at most.
+SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM pins q
+WHERE q.status = ANY(@statuses::smallint[])
+  AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= sqlc.narg(after)::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
+  AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= sqlc.narg(before)::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
+  AND q.cid_key = ANY(@cid_keys::bytea[])
+  AND (sqlc.narg(name_lower)::text IS NULL OR (q.name_lower = sqlc.narg(name_lower)::text AND (NOT @name_exact::boolean OR q.name = sqlc.narg(name)::text)))
+  AND (sqlc.narg(name_pattern)::text IS NULL OR q.request_id IN (SELECT pins_matching_name(sqlc.narg(name_pattern)::text, sqlc.narg(name_lower_pattern)::text, @name_ci::boolean)))
+  AND (sqlc.narg(meta)::jsonb IS NULL OR q.meta @> sqlc.narg(meta)::jsonb)
+ORDER BY q.pos DESC
+LIMIT @lim::int;
+
+-- name: PinsListByName :many
+-- Driven by (org, name_lower); exact matches recheck the name itself.
+SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM pins q
+WHERE q.status = ANY(@statuses::smallint[])
+  AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= sqlc.narg(after)::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
+  AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= sqlc.narg(before)::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
+  AND q.name_lower = @name_lower::text
+  AND (NOT @name_exact::boolean OR q.name = @name::text)
+  AND (sqlc.narg(meta)::jsonb IS NULL OR q.meta @> sqlc.narg(meta)::jsonb)
+ORDER BY q.pos DESC
+LIMIT @lim::int;
+
+-- name: PinsListByMeta :many
+-- Driven by the jsonb containment index (through pins_matching_meta, as RLS keeps @> off indexes).
+SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM pins q
+WHERE q.status = ANY(@statuses::smallint[])
+  AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= sqlc.narg(after)::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
+  AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= sqlc.narg(before)::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
+  AND q.request_id IN (SELECT pins_matching_meta(@meta::jsonb))
+  AND (sqlc.narg(name_pattern)::text IS NULL OR q.request_id IN (SELECT pins_matching_name(sqlc.narg(name_pattern)::text, sqlc.narg(name_lower_pattern)::text, @name_ci::boolean)))
+ORDER BY q.pos DESC
+LIMIT @lim::int;
+
+-- name: PinsListByNamePattern :many
+-- Driven by the trigram index (through pins_matching_name).
+SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM pins q
+WHERE q.status = ANY(@statuses::smallint[])
+  AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= sqlc.narg(after)::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
+  AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= sqlc.narg(before)::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
+  AND q.request_id IN (SELECT pins_matching_name(@name_pattern::text, @name_lower_pattern::text, @name_ci::boolean))
+ORDER BY q.pos DESC
+LIMIT @lim::int;
+
+-- name: PinsCountByCID :one
+SELECT count(*)::bigint AS n FROM pins q
+WHERE q.status = ANY(@statuses::smallint[])
+  AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= sqlc.narg(after)::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
+  AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= sqlc.narg(before)::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
+  AND q.cid_key = ANY(@cid_keys::bytea[])
+  AND (sqlc.narg(name_lower)::text IS NULL OR (q.name_lower = sqlc.narg(name_lower)::text AND (NOT @name_exact::boolean OR q.name = sqlc.narg(name)::text)))
+  AND (sqlc.narg(name_pattern)::text IS NULL OR q.request_id IN (SELECT pins_matching_name(sqlc.narg(name_pattern)::text, sqlc.narg(name_lower_pattern)::text, @name_ci::boolean)))
+  AND (sqlc.narg(meta)::jsonb IS NULL OR q.meta @> sqlc.narg(meta)::jsonb);
+
+-- name: PinsCountByName :one
+SELECT count(*)::bigint AS n FROM pins q
+WHERE q.status = ANY(@statuses::smallint[])
+  AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= sqlc.narg(after)::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
+  AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= sqlc.narg(before)::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
+  AND q.name_lower = @name_lower::text
+  AND (NOT @name_exact::boolean OR q.name = @name::text)
+  AND (sqlc.narg(meta)::jsonb IS NULL OR q.meta @> sqlc.narg(meta)::jsonb);
+
+-- name: PinsCountByMeta :one
+SELECT count(*)::bigint AS n FROM pins q
+WHERE q.status = ANY(@statuses::smallint[])
+  AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= sqlc.narg(after)::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
+  AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= sqlc.narg(before)::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
+  AND q.request_id IN (SELECT pins_matching_meta(@meta::jsonb))
+  AND (sqlc.narg(name_pattern)::text IS NULL OR q.request_id IN (SELECT pins_matching_name(sqlc.narg(name_pattern)::text, sqlc.narg(name_lower_pattern)::text, @name_ci::boolean)));
+
+-- name: PinsCountByNamePattern :one
+SELECT count(*)::bigint AS n FROM pins q
+WHERE q.status = ANY(@statuses::smallint[])
+  AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= sqlc.narg(after)::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
+  AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= sqlc.narg(before)::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
+  AND q.request_id IN (SELECT pins_matching_name(@name_pattern::text, @name_lower_pattern::text, @name_ci::boolean));
 
 -- name: PinsCountPositions :one
--- Count of statuses within (lo, hi) positions: whole 1024-position buckets from pin_counts, plus index-only counts
--- of the partial buckets at both ends (at most 1024 index entries each). The caller passes lo's bucket, the end of
--- it (lo_end = (lo_bucket+1)*1024), hi's bucket and its start (hi_start = hi_bucket*1024).
+-- Count of statuses within the bounds: whole 1024-position buckets from pin_counts, plus index-only counts of
+-- the partial buckets at both ends (at most 1024 index entries each): O(limit + pins/1024), never O(pins).
+WITH bounds AS MATERIALIZED (
+    SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= sqlc.narg(after)::timestamptz ORDER BY a.created DESC LIMIT 1), 0) AS lo,
+           coalesce((SELECT b.pos FROM pins b WHERE b.created >= sqlc.narg(before)::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807) AS hi
+), k AS MATERIALIZED (
+    SELECT lo, hi, lo / 1024 AS lo_bucket, hi / 1024 AS hi_bucket FROM bounds
+)
 SELECT (
     (SELECT count(*) FROM pins q
-     WHERE q.status = ANY(@statuses::smallint[]) AND q.pos > @lo::bigint AND q.pos < least(@hi::bigint, @lo_end::bigint))
-  + CASE WHEN @lo_bucket::bigint < @hi_bucket::bigint THEN
-      (SELECT coalesce(sum(c.n), 0) FROM pin_counts c
-       WHERE c.status = ANY(@statuses::smallint[]) AND c.bucket > @lo_bucket::bigint AND c.bucket < @hi_bucket::bigint)
-    + (SELECT count(*) FROM pins q
-       WHERE q.status = ANY(@statuses::smallint[]) AND q.pos >= @hi_start::bigint AND q.pos < @hi::bigint)
-    ELSE 0 END
+     WHERE q.status = ANY(@statuses::smallint[])
+       AND q.pos > (SELECT lo FROM k) AND q.pos < (SELECT least(hi, (lo_bucket + 1) * 1024) FROM k))
+  + (SELECT coalesce(sum(c.n), 0) FROM pin_counts c
+     WHERE c.status = ANY(@statuses::smallint[])
+       AND c.bucket > (SELECT lo_bucket FROM k) AND c.bucket < (SELECT hi_bucket FROM k))
+  + (SELECT count(*) FROM pins q
+     WHERE q.status = ANY(@statuses::smallint[])
+       AND q.pos >= (SELECT CASE WHEN lo_bucket < hi_bucket THEN hi_bucket * 1024 ELSE 9223372036854775807 END FROM k)
+       AND q.pos < (SELECT hi FROM k))
 )::bigint AS n;

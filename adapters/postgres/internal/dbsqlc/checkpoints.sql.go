@@ -9,7 +9,7 @@ import (
 	"context"
 )
 
-const checkpointAdvance = `-- name: CheckpointAdvance :execrows
+const CheckpointAdvance = `-- name: CheckpointAdvance :execrows
 INSERT INTO projection_checkpoints AS c (name, last_seq, updated_at)
 VALUES ($1, $2::bigint, now())
 ON CONFLICT (name) DO UPDATE SET last_seq = excluded.last_seq, updated_at = excluded.updated_at
@@ -24,30 +24,46 @@ type CheckpointAdvanceParams struct {
 
 // Compare-and-set: moves the checkpoint only from @prev. 0 rows means another instance moved it first.
 func (q *Queries) CheckpointAdvance(ctx context.Context, db DBTX, arg CheckpointAdvanceParams) (int64, error) {
-	result, err := db.Exec(ctx, checkpointAdvance, arg.Name, arg.Next, arg.Prev)
+	result, err := db.Exec(ctx, CheckpointAdvance, arg.Name, arg.Next, arg.Prev)
 	if err != nil {
 		return 0, err
 	}
 	return result.RowsAffected(), nil
 }
 
-const checkpointGet = `-- name: CheckpointGet :one
+const CheckpointAdvanceOrFail = `-- name: CheckpointAdvanceOrFail :exec
+SELECT projection_advance($1::text, $2::bigint, $3::bigint)
+`
+
+type CheckpointAdvanceOrFailParams struct {
+	Name string
+	Prev int64
+	Next int64
+}
+
+// Raises SQLSTATE AC001 when the checkpoint is not at @prev (see projection_advance).
+func (q *Queries) CheckpointAdvanceOrFail(ctx context.Context, db DBTX, arg CheckpointAdvanceOrFailParams) error {
+	_, err := db.Exec(ctx, CheckpointAdvanceOrFail, arg.Name, arg.Prev, arg.Next)
+	return err
+}
+
+const CheckpointGet = `-- name: CheckpointGet :one
 SELECT coalesce((SELECT last_seq FROM projection_checkpoints WHERE name = $1), 0)::bigint AS last_seq
 `
 
 func (q *Queries) CheckpointGet(ctx context.Context, db DBTX, name string) (int64, error) {
-	row := db.QueryRow(ctx, checkpointGet, name)
+	row := db.QueryRow(ctx, CheckpointGet, name)
 	var last_seq int64
 	err := row.Scan(&last_seq)
 	return last_seq, err
 }
 
-const checkpointList = `-- name: CheckpointList :many
+const CheckpointList = `-- name: CheckpointList :many
 SELECT name, last_seq, updated_at FROM projection_checkpoints ORDER BY name
 `
 
 func (q *Queries) CheckpointList(ctx context.Context, db DBTX) ([]ProjectionCheckpoint, error) {
-	rows, err := db.Query(ctx, checkpointList)
+	rows, err := db.Query(ctx, CheckpointList)
 	if err != nil {
 		return nil, err
 	}

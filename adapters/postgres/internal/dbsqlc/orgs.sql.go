@@ -12,7 +12,7 @@ import (
 	"github.com/google/uuid"
 )
 
-const orgBySlug = `-- name: OrgBySlug :one
+const OrgBySlug = `-- name: OrgBySlug :one
 SELECT org_id, slug, name, max_pins, created_at FROM orgs WHERE slug = $1
 `
 
@@ -25,7 +25,7 @@ type OrgBySlugRow struct {
 }
 
 func (q *Queries) OrgBySlug(ctx context.Context, db DBTX, slug string) (OrgBySlugRow, error) {
-	row := db.QueryRow(ctx, orgBySlug, slug)
+	row := db.QueryRow(ctx, OrgBySlug, slug)
 	var i OrgBySlugRow
 	err := row.Scan(
 		&i.OrgID,
@@ -37,7 +37,7 @@ func (q *Queries) OrgBySlug(ctx context.Context, db DBTX, slug string) (OrgBySlu
 	return i, err
 }
 
-const orgGet = `-- name: OrgGet :one
+const OrgGet = `-- name: OrgGet :one
 SELECT org_id, slug, name, max_pins, created_at FROM orgs WHERE org_id = $1
 `
 
@@ -50,7 +50,7 @@ type OrgGetRow struct {
 }
 
 func (q *Queries) OrgGet(ctx context.Context, db DBTX, orgID uuid.UUID) (OrgGetRow, error) {
-	row := db.QueryRow(ctx, orgGet, orgID)
+	row := db.QueryRow(ctx, OrgGet, orgID)
 	var i OrgGetRow
 	err := row.Scan(
 		&i.OrgID,
@@ -62,7 +62,7 @@ func (q *Queries) OrgGet(ctx context.Context, db DBTX, orgID uuid.UUID) (OrgGetR
 	return i, err
 }
 
-const orgInsert = `-- name: OrgInsert :exec
+const OrgInsert = `-- name: OrgInsert :exec
 INSERT INTO orgs (org_id, slug, name, max_pins, created_at, last_seq)
 VALUES ($1, $2, $3, 0, $4, $5)
 ON CONFLICT (org_id) DO NOTHING
@@ -77,7 +77,7 @@ type OrgInsertParams struct {
 }
 
 func (q *Queries) OrgInsert(ctx context.Context, db DBTX, arg OrgInsertParams) error {
-	_, err := db.Exec(ctx, orgInsert,
+	_, err := db.Exec(ctx, OrgInsert,
 		arg.OrgID,
 		arg.Slug,
 		arg.Name,
@@ -87,7 +87,7 @@ func (q *Queries) OrgInsert(ctx context.Context, db DBTX, arg OrgInsertParams) e
 	return err
 }
 
-const orgList = `-- name: OrgList :many
+const OrgList = `-- name: OrgList :many
 SELECT o.org_id, o.slug, o.name, o.max_pins, o.created_at, coalesce(s.live_pins, 0)::bigint AS live_pins
 FROM orgs o LEFT JOIN pin_org_state s ON s.org_id = o.org_id
 ORDER BY o.slug
@@ -103,7 +103,7 @@ type OrgListRow struct {
 }
 
 func (q *Queries) OrgList(ctx context.Context, db DBTX) ([]OrgListRow, error) {
-	rows, err := db.Query(ctx, orgList)
+	rows, err := db.Query(ctx, OrgList)
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +129,7 @@ func (q *Queries) OrgList(ctx context.Context, db DBTX) ([]OrgListRow, error) {
 	return items, nil
 }
 
-const orgSetQuota = `-- name: OrgSetQuota :exec
+const OrgSetQuota = `-- name: OrgSetQuota :exec
 UPDATE orgs SET max_pins = $1, last_seq = $2 WHERE org_id = $3
 `
 
@@ -140,11 +140,11 @@ type OrgSetQuotaParams struct {
 }
 
 func (q *Queries) OrgSetQuota(ctx context.Context, db DBTX, arg OrgSetQuotaParams) error {
-	_, err := db.Exec(ctx, orgSetQuota, arg.MaxPins, arg.LastSeq, arg.OrgID)
+	_, err := db.Exec(ctx, OrgSetQuota, arg.MaxPins, arg.LastSeq, arg.OrgID)
 	return err
 }
 
-const orgUsage = `-- name: OrgUsage :one
+const OrgUsage = `-- name: OrgUsage :one
 SELECT coalesce((SELECT live_pins FROM pin_org_state WHERE pin_org_state.org_id = $1), 0)::bigint AS live_pins,
        coalesce((SELECT max_pins FROM orgs WHERE orgs.org_id = $1), 0)::bigint AS max_pins
 `
@@ -156,7 +156,7 @@ type OrgUsageRow struct {
 
 // Runs as the API role: RLS restricts both tables to the transaction's org.
 func (q *Queries) OrgUsage(ctx context.Context, db DBTX, orgID uuid.UUID) (OrgUsageRow, error) {
-	row := db.QueryRow(ctx, orgUsage, orgID)
+	row := db.QueryRow(ctx, OrgUsage, orgID)
 	var i OrgUsageRow
 	err := row.Scan(&i.LivePins, &i.MaxPins)
 	return i, err

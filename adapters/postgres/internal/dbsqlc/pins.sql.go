@@ -12,30 +12,7 @@ import (
 	"github.com/google/uuid"
 )
 
-const pinCountsAdd = `-- name: PinCountsAdd :exec
-INSERT INTO pin_counts (org_id, status, bucket, n)
-SELECT unnest($1::uuid[]), unnest($2::smallint[]), unnest($3::bigint[]), unnest($4::bigint[])
-ON CONFLICT (org_id, status, bucket) DO UPDATE SET n = pin_counts.n + excluded.n
-`
-
-type PinCountsAddParams struct {
-	OrgIds   []uuid.UUID
-	Statuses []int16
-	Buckets  []int64
-	Deltas   []int64
-}
-
-func (q *Queries) PinCountsAdd(ctx context.Context, db DBTX, arg PinCountsAddParams) error {
-	_, err := db.Exec(ctx, pinCountsAdd,
-		arg.OrgIds,
-		arg.Statuses,
-		arg.Buckets,
-		arg.Deltas,
-	)
-	return err
-}
-
-const pinGet = `-- name: PinGet :one
+const PinGet = `-- name: PinGet :one
 
 SELECT request_id, created, status, cid, name, meta, origins, info, delegates
 FROM pins WHERE request_id = $1
@@ -55,7 +32,7 @@ type PinGetRow struct {
 
 // API side (API role, org set with set_config('app.org_id', ..., true); RLS scopes every statement) -------------
 func (q *Queries) PinGet(ctx context.Context, db DBTX, requestID uuid.UUID) (PinGetRow, error) {
-	row := db.QueryRow(ctx, pinGet, requestID)
+	row := db.QueryRow(ctx, PinGet, requestID)
 	var i PinGetRow
 	err := row.Scan(
 		&i.RequestID,
@@ -71,28 +48,53 @@ func (q *Queries) PinGet(ctx context.Context, db DBTX, requestID uuid.UUID) (Pin
 	return i, err
 }
 
-const pinOrgStateLock = `-- name: PinOrgStateLock :many
-
-SELECT org_id, last_pos, last_created, live_pins FROM pin_org_state
-WHERE org_id = ANY($1::uuid[]) FOR UPDATE
+const PinOrgStateAdvance = `-- name: PinOrgStateAdvance :exec
+INSERT INTO pin_org_state (org_id, last_pos, last_created, live_pins)
+SELECT unnest($1::uuid[]), unnest($2::bigint[]), unnest($3::timestamptz[]), unnest($4::bigint[])
+ON CONFLICT (org_id) DO UPDATE
+SET last_pos = excluded.last_pos, last_created = excluded.last_created, live_pins = pin_org_state.live_pins + excluded.live_pins
 `
 
+type PinOrgStateAdvanceParams struct {
+	OrgIds      []uuid.UUID
+	LastPos     []int64
+	LastCreated []time.Time
+	Added       []int64
+}
+
+// Hands out positions and created times up to the given ones, and adds this batch's new pins to live_pins.
+func (q *Queries) PinOrgStateAdvance(ctx context.Context, db DBTX, arg PinOrgStateAdvanceParams) error {
+	_, err := db.Exec(ctx, PinOrgStateAdvance,
+		arg.OrgIds,
+		arg.LastPos,
+		arg.LastCreated,
+		arg.Added,
+	)
+	return err
+}
+
+const PinOrgStateGet = `-- name: PinOrgStateGet :many
+
+SELECT org_id, last_pos, last_created FROM pin_org_state WHERE org_id = ANY($1::uuid[])
+`
+
+type PinOrgStateGetRow struct {
+	OrgID       uuid.UUID
+	LastPos     int64
+	LastCreated time.Time
+}
+
 // Projector side (owner role) ------------------------------------------------------------------------------
-func (q *Queries) PinOrgStateLock(ctx context.Context, db DBTX, orgIds []uuid.UUID) ([]PinOrgState, error) {
-	rows, err := db.Query(ctx, pinOrgStateLock, orgIds)
+func (q *Queries) PinOrgStateGet(ctx context.Context, db DBTX, orgIds []uuid.UUID) ([]PinOrgStateGetRow, error) {
+	rows, err := db.Query(ctx, PinOrgStateGet, orgIds)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []PinOrgState
+	var items []PinOrgStateGetRow
 	for rows.Next() {
-		var i PinOrgState
-		if err := rows.Scan(
-			&i.OrgID,
-			&i.LastPos,
-			&i.LastCreated,
-			&i.LivePins,
-		); err != nil {
+		var i PinOrgStateGetRow
+		if err := rows.Scan(&i.OrgID, &i.LastPos, &i.LastCreated); err != nil {
 			return nil, err
 		}
 		items = append(items, i)
@@ -103,119 +105,200 @@ func (q *Queries) PinOrgStateLock(ctx context.Context, db DBTX, orgIds []uuid.UU
 	return items, nil
 }
 
-const pinOrgStateSave = `-- name: PinOrgStateSave :exec
-INSERT INTO pin_org_state (org_id, last_pos, last_created, live_pins)
-SELECT unnest($1::uuid[]), unnest($2::bigint[]), unnest($3::timestamptz[]), unnest($4::bigint[])
-ON CONFLICT (org_id) DO UPDATE
-SET last_pos = excluded.last_pos, last_created = excluded.last_created, live_pins = excluded.live_pins
+const PinsCountByCID = `-- name: PinsCountByCID :one
+SELECT count(*)::bigint AS n FROM pins q
+WHERE q.status = ANY($1::smallint[])
+  AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $2::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
+  AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= $3::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
+  AND q.cid_key = ANY($4::bytea[])
+  AND ($5::text IS NULL OR (q.name_lower = $5::text AND (NOT $6::boolean OR q.name = $7::text)))
+  AND ($8::text IS NULL OR q.request_id IN (SELECT pins_matching_name($8::text, $9::text, $10::boolean)))
+  AND ($11::jsonb IS NULL OR q.meta @> $11::jsonb)
 `
 
-type PinOrgStateSaveParams struct {
-	OrgIds      []uuid.UUID
-	LastPos     []int64
-	LastCreated []time.Time
-	LivePins    []int64
-}
-
-func (q *Queries) PinOrgStateSave(ctx context.Context, db DBTX, arg PinOrgStateSaveParams) error {
-	_, err := db.Exec(ctx, pinOrgStateSave,
-		arg.OrgIds,
-		arg.LastPos,
-		arg.LastCreated,
-		arg.LivePins,
-	)
-	return err
-}
-
-const pinsCountFiltered = `-- name: PinsCountFiltered :one
-SELECT count(*)::bigint FROM pins q
-WHERE q.status = ANY($1::smallint[]) AND q.pos > $2::bigint AND q.pos < $3::bigint
-  AND ($4::bytea[] IS NULL OR q.cid_key = ANY($4::bytea[]))
-  AND ($5::text IS NULL OR q.name = $5::text)
-  AND ($6::text IS NULL OR q.name_lower = $6::text)
-  AND ($7::text IS NULL
-       OR q.request_id IN (SELECT pins_matching_name($7::text, $8::text, $9::boolean)))
-  AND ($10::jsonb IS NULL OR q.request_id IN (SELECT pins_matching_meta($10::jsonb)))
-`
-
-type PinsCountFilteredParams struct {
+type PinsCountByCIDParams struct {
 	Statuses         []int16
-	Lo               int64
-	Hi               int64
+	After            *time.Time
+	Before           *time.Time
 	CidKeys          [][]byte
-	Name             *string
 	NameLower        *string
+	NameExact        bool
+	Name             *string
 	NamePattern      *string
 	NameLowerPattern *string
 	NameCi           bool
 	Meta             []byte
 }
 
-// Count with content filters (cid, name, meta): these match few pins and use their own indexes.
-func (q *Queries) PinsCountFiltered(ctx context.Context, db DBTX, arg PinsCountFilteredParams) (int64, error) {
-	row := db.QueryRow(ctx, pinsCountFiltered,
+func (q *Queries) PinsCountByCID(ctx context.Context, db DBTX, arg PinsCountByCIDParams) (int64, error) {
+	row := db.QueryRow(ctx, PinsCountByCID,
 		arg.Statuses,
-		arg.Lo,
-		arg.Hi,
+		arg.After,
+		arg.Before,
 		arg.CidKeys,
-		arg.Name,
 		arg.NameLower,
+		arg.NameExact,
+		arg.Name,
 		arg.NamePattern,
 		arg.NameLowerPattern,
 		arg.NameCi,
 		arg.Meta,
-	)
-	var column_1 int64
-	err := row.Scan(&column_1)
-	return column_1, err
-}
-
-const pinsCountPositions = `-- name: PinsCountPositions :one
-SELECT (
-    (SELECT count(*) FROM pins q
-     WHERE q.status = ANY($1::smallint[]) AND q.pos > $2::bigint AND q.pos < least($3::bigint, $4::bigint))
-  + CASE WHEN $5::bigint < $6::bigint THEN
-      (SELECT coalesce(sum(c.n), 0) FROM pin_counts c
-       WHERE c.status = ANY($1::smallint[]) AND c.bucket > $5::bigint AND c.bucket < $6::bigint)
-    + (SELECT count(*) FROM pins q
-       WHERE q.status = ANY($1::smallint[]) AND q.pos >= $7::bigint AND q.pos < $3::bigint)
-    ELSE 0 END
-)::bigint AS n
-`
-
-type PinsCountPositionsParams struct {
-	Statuses []int16
-	Lo       int64
-	Hi       int64
-	LoEnd    int64
-	LoBucket int64
-	HiBucket int64
-	HiStart  int64
-}
-
-// Count of statuses within (lo, hi) positions: whole 1024-position buckets from pin_counts, plus index-only counts
-// of the partial buckets at both ends (at most 1024 index entries each). The caller passes lo's bucket, the end of
-// it (lo_end = (lo_bucket+1)*1024), hi's bucket and its start (hi_start = hi_bucket*1024).
-func (q *Queries) PinsCountPositions(ctx context.Context, db DBTX, arg PinsCountPositionsParams) (int64, error) {
-	row := db.QueryRow(ctx, pinsCountPositions,
-		arg.Statuses,
-		arg.Lo,
-		arg.Hi,
-		arg.LoEnd,
-		arg.LoBucket,
-		arg.HiBucket,
-		arg.HiStart,
 	)
 	var n int64
 	err := row.Scan(&n)
 	return n, err
 }
 
-const pinsDelete = `-- name: PinsDelete :many
-DELETE FROM pins p
-USING (SELECT unnest($1::uuid[]) AS org_id, unnest($2::uuid[]) AS request_id) d
-WHERE p.org_id = d.org_id AND p.request_id = d.request_id
-RETURNING p.org_id, p.status, p.pos
+const PinsCountByMeta = `-- name: PinsCountByMeta :one
+SELECT count(*)::bigint AS n FROM pins q
+WHERE q.status = ANY($1::smallint[])
+  AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $2::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
+  AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= $3::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
+  AND q.request_id IN (SELECT pins_matching_meta($4::jsonb))
+  AND ($5::text IS NULL OR q.request_id IN (SELECT pins_matching_name($5::text, $6::text, $7::boolean)))
+`
+
+type PinsCountByMetaParams struct {
+	Statuses         []int16
+	After            *time.Time
+	Before           *time.Time
+	Meta             []byte
+	NamePattern      *string
+	NameLowerPattern *string
+	NameCi           bool
+}
+
+func (q *Queries) PinsCountByMeta(ctx context.Context, db DBTX, arg PinsCountByMetaParams) (int64, error) {
+	row := db.QueryRow(ctx, PinsCountByMeta,
+		arg.Statuses,
+		arg.After,
+		arg.Before,
+		arg.Meta,
+		arg.NamePattern,
+		arg.NameLowerPattern,
+		arg.NameCi,
+	)
+	var n int64
+	err := row.Scan(&n)
+	return n, err
+}
+
+const PinsCountByName = `-- name: PinsCountByName :one
+SELECT count(*)::bigint AS n FROM pins q
+WHERE q.status = ANY($1::smallint[])
+  AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $2::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
+  AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= $3::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
+  AND q.name_lower = $4::text
+  AND (NOT $5::boolean OR q.name = $6::text)
+  AND ($7::jsonb IS NULL OR q.meta @> $7::jsonb)
+`
+
+type PinsCountByNameParams struct {
+	Statuses  []int16
+	After     *time.Time
+	Before    *time.Time
+	NameLower string
+	NameExact bool
+	Name      string
+	Meta      []byte
+}
+
+func (q *Queries) PinsCountByName(ctx context.Context, db DBTX, arg PinsCountByNameParams) (int64, error) {
+	row := db.QueryRow(ctx, PinsCountByName,
+		arg.Statuses,
+		arg.After,
+		arg.Before,
+		arg.NameLower,
+		arg.NameExact,
+		arg.Name,
+		arg.Meta,
+	)
+	var n int64
+	err := row.Scan(&n)
+	return n, err
+}
+
+const PinsCountByNamePattern = `-- name: PinsCountByNamePattern :one
+SELECT count(*)::bigint AS n FROM pins q
+WHERE q.status = ANY($1::smallint[])
+  AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $2::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
+  AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= $3::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
+  AND q.request_id IN (SELECT pins_matching_name($4::text, $5::text, $6::boolean))
+`
+
+type PinsCountByNamePatternParams struct {
+	Statuses         []int16
+	After            *time.Time
+	Before           *time.Time
+	NamePattern      string
+	NameLowerPattern string
+	NameCi           bool
+}
+
+func (q *Queries) PinsCountByNamePattern(ctx context.Context, db DBTX, arg PinsCountByNamePatternParams) (int64, error) {
+	row := db.QueryRow(ctx, PinsCountByNamePattern,
+		arg.Statuses,
+		arg.After,
+		arg.Before,
+		arg.NamePattern,
+		arg.NameLowerPattern,
+		arg.NameCi,
+	)
+	var n int64
+	err := row.Scan(&n)
+	return n, err
+}
+
+const PinsCountPositions = `-- name: PinsCountPositions :one
+WITH bounds AS MATERIALIZED (
+    SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $2::timestamptz ORDER BY a.created DESC LIMIT 1), 0) AS lo,
+           coalesce((SELECT b.pos FROM pins b WHERE b.created >= $3::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807) AS hi
+), k AS MATERIALIZED (
+    SELECT lo, hi, lo / 1024 AS lo_bucket, hi / 1024 AS hi_bucket FROM bounds
+)
+SELECT (
+    (SELECT count(*) FROM pins q
+     WHERE q.status = ANY($1::smallint[])
+       AND q.pos > (SELECT lo FROM k) AND q.pos < (SELECT least(hi, (lo_bucket + 1) * 1024) FROM k))
+  + (SELECT coalesce(sum(c.n), 0) FROM pin_counts c
+     WHERE c.status = ANY($1::smallint[])
+       AND c.bucket > (SELECT lo_bucket FROM k) AND c.bucket < (SELECT hi_bucket FROM k))
+  + (SELECT count(*) FROM pins q
+     WHERE q.status = ANY($1::smallint[])
+       AND q.pos >= (SELECT CASE WHEN lo_bucket < hi_bucket THEN hi_bucket * 1024 ELSE 9223372036854775807 END FROM k)
+       AND q.pos < (SELECT hi FROM k))
+)::bigint AS n
+`
+
+type PinsCountPositionsParams struct {
+	Statuses []int16
+	After    *time.Time
+	Before   *time.Time
+}
+
+// Count of statuses within the bounds: whole 1024-position buckets from pin_counts, plus index-only counts of
+// the partial buckets at both ends (at most 1024 index entries each): O(limit + pins/1024), never O(pins).
+func (q *Queries) PinsCountPositions(ctx context.Context, db DBTX, arg PinsCountPositionsParams) (int64, error) {
+	row := db.QueryRow(ctx, PinsCountPositions, arg.Statuses, arg.After, arg.Before)
+	var n int64
+	err := row.Scan(&n)
+	return n, err
+}
+
+const PinsDelete = `-- name: PinsDelete :exec
+WITH d AS (
+    DELETE FROM pins p
+    USING (SELECT unnest($1::uuid[]) AS org_id, unnest($2::uuid[]) AS request_id) x
+    WHERE p.org_id = x.org_id AND p.request_id = x.request_id
+    RETURNING p.org_id, p.status, p.pos
+), c AS (
+    INSERT INTO pin_counts (org_id, status, bucket, n)
+    SELECT org_id, status, pos / 1024, -count(*) FROM d GROUP BY 1, 2, 3
+    ON CONFLICT (org_id, status, bucket) DO UPDATE SET n = pin_counts.n + excluded.n
+)
+UPDATE pin_org_state s SET live_pins = s.live_pins - g.n
+FROM (SELECT org_id, count(*) AS n FROM d GROUP BY org_id) g
+WHERE s.org_id = g.org_id
 `
 
 type PinsDeleteParams struct {
@@ -223,41 +306,27 @@ type PinsDeleteParams struct {
 	RequestIds []uuid.UUID
 }
 
-type PinsDeleteRow struct {
-	OrgID  uuid.UUID
-	Status int16
-	Pos    int64
+// Deletes pins and takes them off the counts and live_pins, in one statement.
+func (q *Queries) PinsDelete(ctx context.Context, db DBTX, arg PinsDeleteParams) error {
+	_, err := db.Exec(ctx, PinsDelete, arg.OrgIds, arg.RequestIds)
+	return err
 }
 
-func (q *Queries) PinsDelete(ctx context.Context, db DBTX, arg PinsDeleteParams) ([]PinsDeleteRow, error) {
-	rows, err := db.Query(ctx, pinsDelete, arg.OrgIds, arg.RequestIds)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var items []PinsDeleteRow
-	for rows.Next() {
-		var i PinsDeleteRow
-		if err := rows.Scan(&i.OrgID, &i.Status, &i.Pos); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
-const pinsInsert = `-- name: PinsInsert :exec
-INSERT INTO pins (org_id, request_id, pos, created, status, cid, cid_key, name, name_lower, meta, origins, info, last_seq)
-SELECT r.org_id, r.request_id, r.pos, r.created, r.status, r.cid, r.cid_key, nullif(r.name, ''), nullif(r.name_lower, ''),
-       nullif(r.meta, 'null'::jsonb), nullif(r.origins, 'null'::jsonb), nullif(r.info, 'null'::jsonb), r.last_seq
-FROM (SELECT unnest($1::uuid[]) AS org_id, unnest($2::uuid[]) AS request_id, unnest($3::bigint[]) AS pos,
-             unnest($4::timestamptz[]) AS created, unnest($5::smallint[]) AS status, unnest($6::text[]) AS cid,
-             unnest($7::bytea[]) AS cid_key, unnest($8::text[]) AS name, unnest($9::text[]) AS name_lower,
-             unnest($10::jsonb[]) AS meta, unnest($11::jsonb[]) AS origins, unnest($12::jsonb[]) AS info,
-             unnest($13::bigint[]) AS last_seq) r
+const PinsInsert = `-- name: PinsInsert :exec
+WITH ins AS (
+    INSERT INTO pins (org_id, request_id, pos, created, status, cid, cid_key, name, name_lower, meta, origins, info, last_seq)
+    SELECT r.org_id, r.request_id, r.pos, r.created, r.status, r.cid, r.cid_key, nullif(r.name, ''), nullif(r.name_lower, ''),
+           nullif(r.meta, 'null'::jsonb), nullif(r.origins, 'null'::jsonb), nullif(r.info, 'null'::jsonb), r.last_seq
+    FROM (SELECT unnest($1::uuid[]) AS org_id, unnest($2::uuid[]) AS request_id, unnest($3::bigint[]) AS pos,
+                 unnest($4::timestamptz[]) AS created, unnest($5::smallint[]) AS status, unnest($6::text[]) AS cid,
+                 unnest($7::bytea[]) AS cid_key, unnest($8::text[]) AS name, unnest($9::text[]) AS name_lower,
+                 unnest($10::jsonb[]) AS meta, unnest($11::jsonb[]) AS origins, unnest($12::jsonb[]) AS info,
+                 unnest($13::bigint[]) AS last_seq) r
+    RETURNING org_id, status, pos
+)
+INSERT INTO pin_counts (org_id, status, bucket, n)
+SELECT org_id, status, pos / 1024, count(*) FROM ins GROUP BY 1, 2, 3
+ON CONFLICT (org_id, status, bucket) DO UPDATE SET n = pin_counts.n + excluded.n
 `
 
 type PinsInsertParams struct {
@@ -276,10 +345,10 @@ type PinsInsertParams struct {
 	LastSeqs   []int64
 }
 
-// One statement for a whole batch (COPY is not allowed on tables under forced row-level security). Empty names
-// and JSON null stand for NULL.
+// One statement for a whole batch, counts included (COPY is not allowed on tables under forced row-level
+// security). Empty names and JSON null stand for NULL.
 func (q *Queries) PinsInsert(ctx context.Context, db DBTX, arg PinsInsertParams) error {
-	_, err := db.Exec(ctx, pinsInsert,
+	_, err := db.Exec(ctx, PinsInsert,
 		arg.OrgIds,
 		arg.RequestIds,
 		arg.Pos,
@@ -297,37 +366,27 @@ func (q *Queries) PinsInsert(ctx context.Context, db DBTX, arg PinsInsertParams)
 	return err
 }
 
-const pinsList = `-- name: PinsList :many
+const PinsList = `-- name: PinsList :many
+
 SELECT p.request_id, p.created, p.status, p.cid, p.name, p.meta, p.origins, p.info, p.delegates
 FROM unnest($1::smallint[]) AS s(status)
 CROSS JOIN LATERAL (
     SELECT q.org_id, q.request_id, q.pos, q.created, q.status, q.cid, q.cid_key, q.name, q.name_lower, q.meta, q.origins, q.info, q.delegates, q.last_seq FROM pins q
-    WHERE q.status = s.status AND q.pos > $2::bigint AND q.pos < $3::bigint
-      AND ($4::bytea[] IS NULL OR q.cid_key = ANY($4::bytea[]))
-      AND ($5::text IS NULL OR q.name = $5::text)
-      AND ($6::text IS NULL OR q.name_lower = $6::text)
-      AND ($7::text IS NULL
-           OR q.request_id IN (SELECT pins_matching_name($7::text, $8::text, $9::boolean)))
-      AND ($10::jsonb IS NULL OR q.request_id IN (SELECT pins_matching_meta($10::jsonb)))
+    WHERE q.status = s.status
+      AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $2::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
+      AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= $3::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
     ORDER BY q.pos DESC
-    LIMIT $11::int
+    LIMIT $4::int
 ) p
 ORDER BY p.pos DESC
-LIMIT $11::int
+LIMIT $4::int
 `
 
 type PinsListParams struct {
-	Statuses         []int16
-	Lo               int64
-	Hi               int64
-	CidKeys          [][]byte
-	Name             *string
-	NameLower        *string
-	NamePattern      *string
-	NameLowerPattern *string
-	NameCi           bool
-	Meta             []byte
-	Lim              int32
+	Statuses []int16
+	After    *time.Time
+	Before   *time.Time
+	Lim      int32
 }
 
 type PinsListRow struct {
@@ -342,21 +401,18 @@ type PinsListRow struct {
 	Delegates []string
 }
 
-// Newest first within (lo, hi) positions. One index range per status (org, status, pos), merged: O(statuses ×
-// limit) rows read, whatever the org's size. Optional filters are NULL when unused (the API pool plans every
-// execution with its parameters, so unused filters fold away).
+// The list and count queries below come in one variant per driving filter (none, cid, name, meta, name
+// pattern), most selective first, each carrying the remaining filters as plain predicates. Every variant thus
+// always has its driving index condition, so a cached generic plan is as good as a custom one and the API pays no
+// planning per request. Bounds: "created < before" is "pos < the first pos created at or after before" (pos and
+// created grow together within an org), one index probe each.
+// Newest first with no content filter: one index range per status (org, status, pos), merged: O(statuses ×
+// limit) rows read, whatever the org's size.
 func (q *Queries) PinsList(ctx context.Context, db DBTX, arg PinsListParams) ([]PinsListRow, error) {
-	rows, err := db.Query(ctx, pinsList,
+	rows, err := db.Query(ctx, PinsList,
 		arg.Statuses,
-		arg.Lo,
-		arg.Hi,
-		arg.CidKeys,
-		arg.Name,
-		arg.NameLower,
-		arg.NamePattern,
-		arg.NameLowerPattern,
-		arg.NameCi,
-		arg.Meta,
+		arg.After,
+		arg.Before,
 		arg.Lim,
 	)
 	if err != nil {
@@ -387,37 +443,327 @@ func (q *Queries) PinsList(ctx context.Context, db DBTX, arg PinsListParams) ([]
 	return items, nil
 }
 
-const pinsPosAfter = `-- name: PinsPosAfter :one
-SELECT coalesce((SELECT pos FROM pins WHERE created <= $1 ORDER BY created DESC LIMIT 1), 0)::bigint AS pos
+const PinsListByCID = `-- name: PinsListByCID :many
+SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM pins q
+WHERE q.status = ANY($1::smallint[])
+  AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $2::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
+  AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= $3::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
+  AND q.cid_key = ANY($4::bytea[])
+  AND ($5::text IS NULL OR (q.name_lower = $5::text AND (NOT $6::boolean OR q.name = $7::text)))
+  AND ($8::text IS NULL OR q.request_id IN (SELECT pins_matching_name($8::text, $9::text, $10::boolean)))
+  AND ($11::jsonb IS NULL OR q.meta @> $11::jsonb)
+ORDER BY q.pos DESC
+LIMIT $12::int
 `
 
-// The last position created at or before @after: "created > after" is "pos > this".
-func (q *Queries) PinsPosAfter(ctx context.Context, db DBTX, after time.Time) (int64, error) {
-	row := db.QueryRow(ctx, pinsPosAfter, after)
-	var pos int64
-	err := row.Scan(&pos)
-	return pos, err
+type PinsListByCIDParams struct {
+	Statuses         []int16
+	After            *time.Time
+	Before           *time.Time
+	CidKeys          [][]byte
+	NameLower        *string
+	NameExact        bool
+	Name             *string
+	NamePattern      *string
+	NameLowerPattern *string
+	NameCi           bool
+	Meta             []byte
+	Lim              int32
 }
 
-const pinsPosBefore = `-- name: PinsPosBefore :one
-SELECT coalesce((SELECT pos FROM pins WHERE created >= $1 ORDER BY created LIMIT 1), 9223372036854775807)::bigint AS pos
+type PinsListByCIDRow struct {
+	RequestID uuid.UUID
+	Created   time.Time
+	Status    int16
+	Cid       string
+	Name      *string
+	Meta      []byte
+	Origins   []byte
+	Info      []byte
+	Delegates []string
+}
+
+// Driven by (org, cid_key): a CID is pinned a few times at most.
+func (q *Queries) PinsListByCID(ctx context.Context, db DBTX, arg PinsListByCIDParams) ([]PinsListByCIDRow, error) {
+	rows, err := db.Query(ctx, PinsListByCID,
+		arg.Statuses,
+		arg.After,
+		arg.Before,
+		arg.CidKeys,
+		arg.NameLower,
+		arg.NameExact,
+		arg.Name,
+		arg.NamePattern,
+		arg.NameLowerPattern,
+		arg.NameCi,
+		arg.Meta,
+		arg.Lim,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []PinsListByCIDRow
+	for rows.Next() {
+		var i PinsListByCIDRow
+		if err := rows.Scan(
+			&i.RequestID,
+			&i.Created,
+			&i.Status,
+			&i.Cid,
+			&i.Name,
+			&i.Meta,
+			&i.Origins,
+			&i.Info,
+			&i.Delegates,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const PinsListByMeta = `-- name: PinsListByMeta :many
+SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM pins q
+WHERE q.status = ANY($1::smallint[])
+  AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $2::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
+  AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= $3::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
+  AND q.request_id IN (SELECT pins_matching_meta($4::jsonb))
+  AND ($5::text IS NULL OR q.request_id IN (SELECT pins_matching_name($5::text, $6::text, $7::boolean)))
+ORDER BY q.pos DESC
+LIMIT $8::int
 `
 
-// The first position created at or after @before: "created < before" is "pos < this".
-func (q *Queries) PinsPosBefore(ctx context.Context, db DBTX, before time.Time) (int64, error) {
-	row := db.QueryRow(ctx, pinsPosBefore, before)
-	var pos int64
-	err := row.Scan(&pos)
-	return pos, err
+type PinsListByMetaParams struct {
+	Statuses         []int16
+	After            *time.Time
+	Before           *time.Time
+	Meta             []byte
+	NamePattern      *string
+	NameLowerPattern *string
+	NameCi           bool
+	Lim              int32
 }
 
-const pinsSetStatus = `-- name: PinsSetStatus :many
-UPDATE pins p SET status = u.status, info = u.info, last_seq = u.last_seq
-FROM (SELECT unnest($1::uuid[]) AS org_id, unnest($2::uuid[]) AS request_id,
-             unnest($3::smallint[]) AS status, unnest($4::jsonb[]) AS info, unnest($5::bigint[]) AS last_seq) u,
-     LATERAL (SELECT q.status AS old_status FROM pins q WHERE q.org_id = u.org_id AND q.request_id = u.request_id) o
-WHERE p.org_id = u.org_id AND p.request_id = u.request_id
-RETURNING p.org_id, p.pos, o.old_status::smallint AS old_status, p.status AS new_status
+type PinsListByMetaRow struct {
+	RequestID uuid.UUID
+	Created   time.Time
+	Status    int16
+	Cid       string
+	Name      *string
+	Meta      []byte
+	Origins   []byte
+	Info      []byte
+	Delegates []string
+}
+
+// Driven by the jsonb containment index (through pins_matching_meta, as RLS keeps @> off indexes).
+func (q *Queries) PinsListByMeta(ctx context.Context, db DBTX, arg PinsListByMetaParams) ([]PinsListByMetaRow, error) {
+	rows, err := db.Query(ctx, PinsListByMeta,
+		arg.Statuses,
+		arg.After,
+		arg.Before,
+		arg.Meta,
+		arg.NamePattern,
+		arg.NameLowerPattern,
+		arg.NameCi,
+		arg.Lim,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []PinsListByMetaRow
+	for rows.Next() {
+		var i PinsListByMetaRow
+		if err := rows.Scan(
+			&i.RequestID,
+			&i.Created,
+			&i.Status,
+			&i.Cid,
+			&i.Name,
+			&i.Meta,
+			&i.Origins,
+			&i.Info,
+			&i.Delegates,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const PinsListByName = `-- name: PinsListByName :many
+SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM pins q
+WHERE q.status = ANY($1::smallint[])
+  AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $2::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
+  AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= $3::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
+  AND q.name_lower = $4::text
+  AND (NOT $5::boolean OR q.name = $6::text)
+  AND ($7::jsonb IS NULL OR q.meta @> $7::jsonb)
+ORDER BY q.pos DESC
+LIMIT $8::int
+`
+
+type PinsListByNameParams struct {
+	Statuses  []int16
+	After     *time.Time
+	Before    *time.Time
+	NameLower string
+	NameExact bool
+	Name      string
+	Meta      []byte
+	Lim       int32
+}
+
+type PinsListByNameRow struct {
+	RequestID uuid.UUID
+	Created   time.Time
+	Status    int16
+	Cid       string
+	Name      *string
+	Meta      []byte
+	Origins   []byte
+	Info      []byte
+	Delegates []string
+}
+
+// Driven by (org, name_lower); exact matches recheck the name itself.
+func (q *Queries) PinsListByName(ctx context.Context, db DBTX, arg PinsListByNameParams) ([]PinsListByNameRow, error) {
+	rows, err := db.Query(ctx, PinsListByName,
+		arg.Statuses,
+		arg.After,
+		arg.Before,
+		arg.NameLower,
+		arg.NameExact,
+		arg.Name,
+		arg.Meta,
+		arg.Lim,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []PinsListByNameRow
+	for rows.Next() {
+		var i PinsListByNameRow
+		if err := rows.Scan(
+			&i.RequestID,
+			&i.Created,
+			&i.Status,
+			&i.Cid,
+			&i.Name,
+			&i.Meta,
+			&i.Origins,
+			&i.Info,
+			&i.Delegates,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const PinsListByNamePattern = `-- name: PinsListByNamePattern :many
+SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM pins q
+WHERE q.status = ANY($1::smallint[])
+  AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $2::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
+  AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= $3::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
+  AND q.request_id IN (SELECT pins_matching_name($4::text, $5::text, $6::boolean))
+ORDER BY q.pos DESC
+LIMIT $7::int
+`
+
+type PinsListByNamePatternParams struct {
+	Statuses         []int16
+	After            *time.Time
+	Before           *time.Time
+	NamePattern      string
+	NameLowerPattern string
+	NameCi           bool
+	Lim              int32
+}
+
+type PinsListByNamePatternRow struct {
+	RequestID uuid.UUID
+	Created   time.Time
+	Status    int16
+	Cid       string
+	Name      *string
+	Meta      []byte
+	Origins   []byte
+	Info      []byte
+	Delegates []string
+}
+
+// Driven by the trigram index (through pins_matching_name).
+func (q *Queries) PinsListByNamePattern(ctx context.Context, db DBTX, arg PinsListByNamePatternParams) ([]PinsListByNamePatternRow, error) {
+	rows, err := db.Query(ctx, PinsListByNamePattern,
+		arg.Statuses,
+		arg.After,
+		arg.Before,
+		arg.NamePattern,
+		arg.NameLowerPattern,
+		arg.NameCi,
+		arg.Lim,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []PinsListByNamePatternRow
+	for rows.Next() {
+		var i PinsListByNamePatternRow
+		if err := rows.Scan(
+			&i.RequestID,
+			&i.Created,
+			&i.Status,
+			&i.Cid,
+			&i.Name,
+			&i.Meta,
+			&i.Origins,
+			&i.Info,
+			&i.Delegates,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const PinsSetStatus = `-- name: PinsSetStatus :exec
+WITH u AS (
+    UPDATE pins p SET status = t.status, info = nullif(t.info, 'null'::jsonb), last_seq = t.last_seq
+    FROM (SELECT unnest($1::uuid[]) AS org_id, unnest($2::uuid[]) AS request_id,
+                 unnest($3::smallint[]) AS status, unnest($4::jsonb[]) AS info, unnest($5::bigint[]) AS last_seq) t,
+         LATERAL (SELECT q.status AS old_status FROM pins q WHERE q.org_id = t.org_id AND q.request_id = t.request_id) o
+    WHERE p.org_id = t.org_id AND p.request_id = t.request_id
+    RETURNING p.org_id, p.pos, o.old_status, p.status AS new_status
+)
+INSERT INTO pin_counts (org_id, status, bucket, n)
+SELECT x.org_id, x.status, x.bucket, sum(x.delta) FROM (
+    SELECT org_id, old_status AS status, pos / 1024 AS bucket, -1 AS delta FROM u WHERE old_status <> new_status
+    UNION ALL
+    SELECT org_id, new_status, pos / 1024, 1 FROM u WHERE old_status <> new_status
+) x
+GROUP BY 1, 2, 3
+ON CONFLICT (org_id, status, bucket) DO UPDATE SET n = pin_counts.n + excluded.n
 `
 
 type PinsSetStatusParams struct {
@@ -428,41 +774,14 @@ type PinsSetStatusParams struct {
 	LastSeqs   []int64
 }
 
-type PinsSetStatusRow struct {
-	OrgID     uuid.UUID
-	Pos       int64
-	OldStatus int16
-	NewStatus int16
-}
-
-// Applies status observations; returns old and new status so the counts can move.
-func (q *Queries) PinsSetStatus(ctx context.Context, db DBTX, arg PinsSetStatusParams) ([]PinsSetStatusRow, error) {
-	rows, err := db.Query(ctx, pinsSetStatus,
+// Applies status observations and moves the counts, in one statement.
+func (q *Queries) PinsSetStatus(ctx context.Context, db DBTX, arg PinsSetStatusParams) error {
+	_, err := db.Exec(ctx, PinsSetStatus,
 		arg.OrgIds,
 		arg.RequestIds,
 		arg.Statuses,
 		arg.Infos,
 		arg.LastSeqs,
 	)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var items []PinsSetStatusRow
-	for rows.Next() {
-		var i PinsSetStatusRow
-		if err := rows.Scan(
-			&i.OrgID,
-			&i.Pos,
-			&i.OldStatus,
-			&i.NewStatus,
-		); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
+	return err
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/google/uuid"
 )
 
-const tokenGet = `-- name: TokenGet :one
+const TokenGet = `-- name: TokenGet :one
 SELECT org_id, token_id, subject, label, scopes, key_id, issued_at, expires_at, revoked_at, revoke_reason
 FROM tokens WHERE org_id = $1 AND token_id = $2
 `
@@ -36,7 +36,7 @@ type TokenGetRow struct {
 }
 
 func (q *Queries) TokenGet(ctx context.Context, db DBTX, arg TokenGetParams) (TokenGetRow, error) {
-	row := db.QueryRow(ctx, tokenGet, arg.OrgID, arg.TokenID)
+	row := db.QueryRow(ctx, TokenGet, arg.OrgID, arg.TokenID)
 	var i TokenGetRow
 	err := row.Scan(
 		&i.OrgID,
@@ -53,7 +53,7 @@ func (q *Queries) TokenGet(ctx context.Context, db DBTX, arg TokenGetParams) (To
 	return i, err
 }
 
-const tokenInsert = `-- name: TokenInsert :exec
+const TokenInsert = `-- name: TokenInsert :exec
 INSERT INTO tokens (org_id, token_id, subject, label, scopes, key_id, issued_at, expires_at, last_seq)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (org_id, token_id) DO NOTHING
@@ -72,7 +72,7 @@ type TokenInsertParams struct {
 }
 
 func (q *Queries) TokenInsert(ctx context.Context, db DBTX, arg TokenInsertParams) error {
-	_, err := db.Exec(ctx, tokenInsert,
+	_, err := db.Exec(ctx, TokenInsert,
 		arg.OrgID,
 		arg.TokenID,
 		arg.Subject,
@@ -86,7 +86,7 @@ func (q *Queries) TokenInsert(ctx context.Context, db DBTX, arg TokenInsertParam
 	return err
 }
 
-const tokenList = `-- name: TokenList :many
+const TokenList = `-- name: TokenList :many
 SELECT org_id, token_id, subject, label, scopes, key_id, issued_at, expires_at, revoked_at, revoke_reason
 FROM tokens WHERE org_id = $1 ORDER BY issued_at DESC, token_id
 `
@@ -105,7 +105,7 @@ type TokenListRow struct {
 }
 
 func (q *Queries) TokenList(ctx context.Context, db DBTX, orgID uuid.UUID) ([]TokenListRow, error) {
-	rows, err := db.Query(ctx, tokenList, orgID)
+	rows, err := db.Query(ctx, TokenList, orgID)
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +135,7 @@ func (q *Queries) TokenList(ctx context.Context, db DBTX, orgID uuid.UUID) ([]To
 	return items, nil
 }
 
-const tokenRevoke = `-- name: TokenRevoke :exec
+const TokenRevoke = `-- name: TokenRevoke :exec
 UPDATE tokens SET revoked_at = $1, revoke_reason = $2, last_seq = $3
 WHERE org_id = $4 AND token_id = $5 AND revoked_at IS NULL
 `
@@ -149,7 +149,7 @@ type TokenRevokeParams struct {
 }
 
 func (q *Queries) TokenRevoke(ctx context.Context, db DBTX, arg TokenRevokeParams) error {
-	_, err := db.Exec(ctx, tokenRevoke,
+	_, err := db.Exec(ctx, TokenRevoke,
 		arg.RevokedAt,
 		arg.Reason,
 		arg.LastSeq,
