@@ -1,0 +1,471 @@
+// Command anchorage-load is anchorage's loopback load tool. It starts a fresh `anchorage dev` node (a separate
+// process, so its RSS is the server's alone), drives POST /pins and list/get queries with N workers, and prints
+// req/s, p50/p99 latency, projection lag p50/p99 (from the server's own histogram) and server RSS. Every phase is
+// bounded and the node is stopped at the end.
+//
+//	go tool task bench                              # default phases
+//	go run ./cmd/anchorage-load -seed 1000000       # also time queries over an org with a million pins
+package main
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/multiformats/go-multihash"
+)
+
+type options struct {
+	bin       string
+	workers   int
+	duration  time.Duration
+	rate      int
+	seed      int
+	queryTime time.Duration
+	keep      bool
+	dataDir   string
+	explain   string
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.bin, "bin", "bin/anchorage", "the anchorage binary to start")
+	flag.IntVar(&o.workers, "workers", 16, "concurrent clients")
+	flag.DurationVar(&o.duration, "duration", 15*time.Second, "length of the POST /pins phase")
+	flag.IntVar(&o.rate, "rate", 1000, "writes/s of the fixed-rate projection-lag phase (0: skip)")
+	flag.IntVar(&o.seed, "seed", 0, "pins to seed into one org through the event log before the query phase (e.g. 1000000)")
+	flag.DurationVar(&o.queryTime, "query-duration", 5*time.Second, "length of each query phase")
+	flag.BoolVar(&o.keep, "keep", false, "keep the data dir")
+	flag.StringVar(&o.dataDir, "data-dir", "", "data dir (default: a temp dir)")
+	flag.StringVar(&o.explain, "explain", "", "write EXPLAIN ANALYZE of every API query to this file after seeding")
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "anchorage-load:", err)
+		os.Exit(1)
+	}
+}
+
+type node struct {
+	cmd      *exec.Cmd
+	dir      string
+	endpoint string
+	token    string
+	client   *http.Client
+}
+
+func run(o options) error {
+	dir := o.dataDir
+	if dir == "" {
+		d, err := os.MkdirTemp(tmpRoot(), "anchorage-load-")
+		if err != nil {
+			return err
+		}
+		// The managed PostgreSQL runs as an unprivileged user, which must be able to traverse the data dir.
+		if err := os.Chmod(d, 0o755); err != nil {
+			return err
+		}
+		dir = d
+	}
+	if !o.keep {
+		defer os.RemoveAll(dir)
+	}
+	fmt.Printf("machine: %s, %d cores, %s\n", cpuModel(), runtime.NumCPU(), runtime.Version())
+	n, err := start(o.bin, dir)
+	if err != nil {
+		return err
+	}
+	defer n.stop()
+	fmt.Printf("node: %s (pid %d, data %s)\n\n", n.endpoint, n.cmd.Process.Pid, dir)
+
+	// Phase 1: POST /pins, closed loop, N workers.
+	lag0, err := n.lagHistogram()
+	if err != nil {
+		return err
+	}
+	res, ids := n.hammer(o.workers, o.duration, 0, func(w, i int) (*http.Request, error) {
+		return n.post(fmt.Sprintf(`{"cid":%q,"name":"load-%d-%d","meta":{"w":"%d"}}`, randomCID(), w, i, w))
+	})
+	lag1, _ := n.lagHistogram()
+	res.print(fmt.Sprintf("POST /pins, %d workers", o.workers))
+	printLag("projection lag (pins) during POST", lag1.minus(lag0))
+
+	// Phase 2: projection lag at a fixed write rate.
+	if o.rate > 0 {
+		lag0, _ = n.lagHistogram()
+		res, _ = n.hammer(o.workers, 10*time.Second, o.rate, func(w, i int) (*http.Request, error) {
+			return n.post(fmt.Sprintf(`{"cid":%q}`, randomCID()))
+		})
+		lag1, _ = n.lagHistogram()
+		res.print(fmt.Sprintf("POST /pins at %d/s", o.rate))
+		printLag(fmt.Sprintf("projection lag (pins) at %d writes/s", o.rate), lag1.minus(lag0))
+	}
+
+	// Phase 3: queries.
+	if o.seed > 0 {
+		if err := n.seed(o.seed); err != nil {
+			return err
+		}
+	}
+	total, err := n.count("status=any")
+	if err != nil {
+		return err
+	}
+	if o.explain != "" {
+		if err := n.explain(o.explain, total); err != nil {
+			return err
+		}
+		fmt.Printf("wrote %s\n", o.explain)
+	}
+	fmt.Printf("\nqueries over an org holding %d pins (%d workers, %s each)\n", total, o.workers, o.queryTime)
+	if len(ids) == 0 {
+		return errors.New("no pins created")
+	}
+	someID := func() string { return ids[rand.IntN(len(ids))].id }
+	someCID := func() string { return ids[rand.IntN(len(ids))].cid }
+	someName := func() string { return ids[rand.IntN(len(ids))].name }
+	before := time.Now().UTC().Add(-time.Duration(rand.IntN(5)+1) * time.Second).Format("2006-01-02T15:04:05.000Z")
+	queries := []struct {
+		name string
+		q    func() string
+	}{
+		{"GET /pins?limit=10 (status=queued)", func() string { return "/pins?limit=10&status=queued" }},
+		{"GET /pins?limit=10 (all statuses)", func() string { return "/pins?limit=10&status=any" }},
+		{"GET /pins/{requestid}", func() string { return "/pins/" + someID() }},
+		{"filter cid", func() string { return "/pins?cid=" + someCID() }},
+		{"filter name (exact)", func() string { return "/pins?name=" + someName() }},
+		{"filter name (iexact)", func() string { return "/pins?match=iexact&name=" + strings.ToUpper(someName()) }},
+		{"filter name (partial)", func() string { n := someName(); return "/pins?match=partial&name=" + n[:len(n)-1] }},
+		{"filter meta", func() string { return "/pins?status=any&meta=" + url.QueryEscape(`{"w":"3"}`) }},
+		{"filter before (page 2)", func() string { return "/pins?status=any&before=" + before }},
+		{"filter status=failed", func() string { return "/pins?status=failed" }},
+	}
+	for _, q := range queries {
+		r, _ := n.hammer(o.workers, o.queryTime, 0, func(w, i int) (*http.Request, error) {
+			return n.get(q.q())
+		})
+		r.print(q.name)
+	}
+	rss, err := rssOf(n.cmd.Process.Pid)
+	if err == nil {
+		fmt.Printf("\nserver RSS (anchorage process): %.0f MB\n", float64(rss)/(1<<20))
+	}
+	return nil
+}
+
+// tmpRoot keeps the node on the real disk: fsync costs are part of what is measured.
+func tmpRoot() string { return os.TempDir() }
+
+func start(bin, dir string) (*node, error) {
+	cmd := exec.Command(bin, "dev", "--data-dir", dir, "--listen", "127.0.0.1:0")
+	logf, err := os.Create(filepath.Join(dir, "server.log"))
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w (build it first: go build -o bin/anchorage ./cmd/anchorage)", bin, err)
+	}
+	ready := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "anchorage is ready") {
+				ready <- nil
+			}
+		}
+		ready <- errors.New("anchorage dev exited before it was ready; see " + logf.Name())
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			return nil, err
+		}
+	case <-time.After(10 * time.Minute):
+		_ = cmd.Process.Kill()
+		return nil, errors.New("anchorage dev not ready after 10 minutes")
+	}
+	env, err := os.ReadFile(filepath.Join(dir, "dev.env"))
+	if err != nil {
+		return nil, err
+	}
+	n := &node{cmd: cmd, dir: dir, client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}}}
+	for _, line := range strings.Split(string(env), "\n") {
+		if v, ok := strings.CutPrefix(line, "ANCHORAGE_ENDPOINT="); ok {
+			n.endpoint = v
+		}
+		if v, ok := strings.CutPrefix(line, "ANCHORAGE_TOKEN="); ok {
+			n.token = v
+		}
+	}
+	return n, nil
+}
+
+func (n *node) stop() {
+	_ = n.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { _ = n.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
+	}
+}
+
+func (n *node) post(body string) (*http.Request, error) {
+	req, err := http.NewRequest(http.MethodPost, n.endpoint+"/pins", strings.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+n.token)
+	req.Header.Set("Content-Type", "application/json")
+	return req, nil
+}
+
+func (n *node) get(path string) (*http.Request, error) {
+	req, err := http.NewRequest(http.MethodGet, n.endpoint+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+n.token)
+	return req, nil
+}
+
+func (n *node) count(q string) (int64, error) {
+	req, _ := n.get("/pins?limit=1&" + q)
+	resp, err := n.client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var out struct{ Count int64 }
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return 0, err
+	}
+	return out.Count, nil
+}
+
+type created struct{ id, cid, name string }
+
+type result struct {
+	n, errs  int
+	elapsed  time.Duration
+	lat      []time.Duration
+	firstErr string
+}
+
+func (r result) print(name string) {
+	slices.Sort(r.lat)
+	q := func(p float64) float64 {
+		if len(r.lat) == 0 {
+			return math.NaN()
+		}
+		return float64(r.lat[int(p*float64(len(r.lat)-1))].Microseconds()) / 1000
+	}
+	fmt.Printf("%-40s %8.0f req/s  p50 %7.2f ms  p99 %7.2f ms  n=%d errors=%d%s\n",
+		name, float64(r.n)/r.elapsed.Seconds(), q(0.5), q(0.99), r.n, r.errs, r.firstErr)
+}
+
+// hammer runs workers issuing requests from mk until d passes (closed loop, or paced to rate/s when rate > 0).
+func (n *node) hammer(workers int, d time.Duration, rate int, mk func(w, i int) (*http.Request, error)) (result, []created) {
+	var mu sync.Mutex
+	var all result
+	var made []created
+	var errs atomic.Int64
+	var firstErr atomic.Value
+	start := time.Now()
+	deadline := start.Add(d)
+	var tick <-chan time.Time
+	if rate > 0 {
+		t := time.NewTicker(time.Second / time.Duration(rate))
+		defer t.Stop()
+		tick = t.C
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Go(func() {
+			var lat []time.Duration
+			var mine []created
+			for i := 0; time.Now().Before(deadline); i++ {
+				if tick != nil {
+					<-tick
+				}
+				req, err := mk(w, i)
+				if err != nil {
+					errs.Add(1)
+					continue
+				}
+				t0 := time.Now()
+				resp, err := n.client.Do(req)
+				if err != nil {
+					errs.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				lat = append(lat, time.Since(t0))
+				if resp.StatusCode >= 300 {
+					errs.Add(1)
+					firstErr.CompareAndSwap(nil, fmt.Sprintf("%d %s", resp.StatusCode, body))
+					continue
+				}
+				if req.Method == http.MethodPost {
+					var ps struct {
+						RequestID string `json:"requestid"`
+						Pin       struct{ CID, Name string }
+					}
+					if json.Unmarshal(body, &ps) == nil {
+						mine = append(mine, created{ps.RequestID, ps.Pin.CID, ps.Pin.Name})
+					}
+				}
+			}
+			mu.Lock()
+			all.lat = append(all.lat, lat...)
+			made = append(made, mine...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	all.elapsed = time.Since(start)
+	all.n = len(all.lat)
+	all.errs = int(errs.Load())
+	if fe, ok := firstErr.Load().(string); ok {
+		all.firstErr = " first error: " + fe
+	}
+	return all, made
+}
+
+// histogram is a scraped Prometheus histogram: cumulative counts by upper bound.
+type histogram struct {
+	bounds []float64
+	counts []float64
+}
+
+func (h histogram) minus(o histogram) histogram {
+	out := histogram{bounds: h.bounds, counts: slices.Clone(h.counts)}
+	if len(o.counts) != len(h.counts) {
+		return out // o was empty: nothing to subtract
+	}
+	for i := range out.counts {
+		out.counts[i] -= o.counts[i]
+	}
+	return out
+}
+
+// quantile interpolates within the bucket holding quantile q.
+func (h histogram) quantile(q float64) float64 {
+	if len(h.counts) == 0 || h.counts[len(h.counts)-1] == 0 {
+		return math.NaN()
+	}
+	target := q * h.counts[len(h.counts)-1]
+	lower, prev := 0.0, 0.0
+	for i, c := range h.counts {
+		if c >= target {
+			if math.IsInf(h.bounds[i], 1) {
+				return lower
+			}
+			return lower + (h.bounds[i]-lower)*(target-prev)/math.Max(c-prev, 1)
+		}
+		lower, prev = h.bounds[i], c
+	}
+	return lower
+}
+
+func printLag(name string, h histogram) {
+	fmt.Printf("%-40s p50 %7.2f ms  p99 %7.2f ms  (events=%.0f)\n", name, 1000*h.quantile(0.5), 1000*h.quantile(0.99), h.counts[len(h.counts)-1])
+}
+
+func (n *node) lagHistogram() (histogram, error) {
+	resp, err := n.client.Get(n.endpoint + "/metrics")
+	if err != nil {
+		return histogram{}, err
+	}
+	defer resp.Body.Close()
+	var h histogram
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		rest, ok := strings.CutPrefix(line, `anchorage_projection_lag_seconds_bucket{`)
+		if !ok || !strings.Contains(rest, `projection="pins"`) {
+			continue
+		}
+		i := strings.Index(rest, `le="`)
+		j := strings.Index(rest[i+4:], `"`)
+		le := rest[i+4 : i+4+j]
+		bound := math.Inf(1)
+		if le != "+Inf" {
+			bound, _ = strconv.ParseFloat(le, 64)
+		}
+		c, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		h.bounds = append(h.bounds, bound)
+		h.counts = append(h.counts, c)
+	}
+	if len(h.counts) == 0 { // nothing observed yet
+		return histogram{bounds: []float64{math.Inf(1)}, counts: []float64{0}}, nil
+	}
+	return h, nil
+}
+
+var cidCounter atomic.Uint64
+
+// randomCID returns a fresh CIDv1 (raw, sha2-256) for a pin that no other request shares.
+func randomCID() string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:], cidCounter.Add(1))
+	binary.BigEndian.PutUint64(b[8:], rand.Uint64())
+	sum := sha256.Sum256(b[:])
+	mh, _ := multihash.Encode(sum[:], multihash.SHA2_256)
+	return cid.NewCidV1(cid.Raw, mh).String()
+}
+
+func rssOf(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("no VmRSS")
+}
+
+func numCPU() int { return runtime.NumCPU() }
+
+func cpuModel() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "model name"); ok {
+			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+		}
+	}
+	return "unknown CPU"
+}

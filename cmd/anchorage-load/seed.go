@@ -1,0 +1,137 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/anchorage-pin/anchorage/adapters/natsjs"
+	"github.com/anchorage-pin/anchorage/domain"
+	"github.com/anchorage-pin/anchorage/events"
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+)
+
+// seed appends count pin requests for the dev org straight into the node's event log (pipelined, the way an
+// import would), about 85% of them followed by a status observation (80% pinned, 5% failed), then waits until
+// the pins projection has applied them all. It reports both rates: that is the incremental projector's
+// throughput under a backlog.
+func (n *node) seed(count int) error {
+	ctx := context.Background()
+	url, err := os.ReadFile(filepath.Join(n.dir, "nats", "client-url"))
+	if err != nil {
+		return err
+	}
+	creds, err := os.ReadFile(filepath.Join(n.dir, "nats", "credentials"))
+	if err != nil {
+		return err
+	}
+	user, pass, _ := strings.Cut(strings.TrimSpace(string(creds)), ":")
+	nc, err := nats.Connect(strings.TrimSpace(string(url)), nats.UserInfo(user, pass))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	log, err := natsjs.OpenRemoteLog(ctx, nc, natsjs.LogConfig{})
+	if err != nil {
+		return err
+	}
+	org := domain.OrgIDForSlug("dev")
+	base := time.Now().Add(-time.Duration(count+1000) * time.Millisecond).Truncate(time.Millisecond)
+	start := time.Now()
+	const chunk = 4000
+	var msgs []domain.Message
+	events_ := 0
+	flush := func() error {
+		if len(msgs) == 0 {
+			return nil
+		}
+		err := log.AppendBulk(ctx, msgs)
+		events_ += len(msgs)
+		msgs = msgs[:0]
+		return err
+	}
+	for i := 0; i < count; i++ {
+		id := uuid.Must(uuid.NewV7()).String()
+		req := events.PinRequested{OrgID: org, RequestID: id, CID: randomCID(), Name: "seed-" + strconv.Itoa(i),
+			Meta: map[string]string{"w": strconv.Itoa(i % 16)}, Created: base.Add(time.Duration(i) * time.Millisecond)}
+		env, err := events.New(uuid.NewString(), time.Now(), "system:load", "seed", req)
+		if err != nil {
+			return err
+		}
+		msgs = append(msgs, domain.Message{Subject: events.PinSubject(org, id), Expect: 0, Envelope: env})
+		status := ""
+		switch r := i % 20; {
+		case r < 16:
+			status = "pinned"
+		case r == 16:
+			status = "failed"
+		case r == 17:
+			status = "pinning"
+		}
+		if status != "" {
+			obs := events.PinStatusObserved{OrgID: org, RequestID: id, NodeID: "seed", Status: status}
+			env, err := events.New(uuid.NewString(), time.Now(), "system:load", "seed", obs)
+			if err != nil {
+				return err
+			}
+			msgs = append(msgs, domain.Message{Subject: events.ObsSubject("seed", org, id), Expect: 0, Envelope: env})
+		}
+		if len(msgs) >= chunk {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		if i > 0 && i%200000 == 0 {
+			fmt.Printf("  seeded %d pins (%d events) in %s\n", i, events_, time.Since(start).Round(time.Millisecond))
+		}
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	appended := time.Since(start)
+	last, err := log.LastSeq(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("seed: appended %d events (%d pins) in %s (%.0f events/s)\n", events_, count, appended.Round(time.Millisecond), float64(events_)/appended.Seconds())
+	for {
+		cp, err := n.gauge(`anchorage_projection_checkpoint{projection="pins"}`)
+		if err != nil {
+			return err
+		}
+		if uint64(cp) >= last {
+			break
+		}
+		if time.Since(start) > 30*time.Minute {
+			return errors.New("seed: projection did not catch up in 30 minutes")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	total := time.Since(start)
+	fmt.Printf("seed: projected in %s after the first append (%.0f events/s end to end)\n", total.Round(time.Millisecond), float64(events_)/total.Seconds())
+	return nil
+}
+
+// gauge reads one sample from /metrics.
+func (n *node) gauge(series string) (float64, error) {
+	resp, err := n.client.Get(n.endpoint + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
+			return strconv.ParseFloat(rest, 64)
+		}
+	}
+	return math.NaN(), fmt.Errorf("%s not in /metrics", series)
+}

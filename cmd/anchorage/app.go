@@ -1,0 +1,347 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	httpapi "github.com/anchorage-pin/anchorage/adapters/http"
+	"github.com/anchorage-pin/anchorage/adapters/natsjs"
+	"github.com/anchorage-pin/anchorage/adapters/postgres"
+	"github.com/anchorage-pin/anchorage/adapters/tokens"
+	"github.com/anchorage-pin/anchorage/cmd/anchorage/internal/config"
+	"github.com/anchorage-pin/anchorage/domain"
+	"github.com/anchorage-pin/anchorage/events"
+	"github.com/anchorage-pin/anchorage/projections"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// appOptions are what start needs beyond the config: where PostgreSQL is (managed or not) and where the
+// delegates come from.
+type appOptions struct {
+	Cfg      config.Config
+	OwnerDSN string
+	APIDSN   string
+	// Delegates returns the serving node's own multiaddrs (each ending /p2p/<peerID>).
+	Delegates func(ctx context.Context) []string
+	Logger    *slog.Logger
+}
+
+// app is one running anchorage node: embedded NATS with the event log, projectors, the token registry and
+// the HTTP API.
+type app struct {
+	cfg    config.Config
+	log    *slog.Logger
+	reg    *prometheus.Registry
+	nats   *natsjs.Server
+	elog   *natsjs.EventLog
+	owner  *pgxpool.Pool
+	api    *pgxpool.Pool
+	reader *postgres.Reader
+	runner *projections.Runner
+	tokens *projections.TokenRegistry
+	keys   *tokens.KeyRing
+	svc    *domain.Service
+	srv    *http.Server
+	addr   string
+
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	synced  chan struct{} // closed once the token registry caught up at start
+	closing sync.Once
+}
+
+// startApp starts a node. On error everything started so far is stopped again.
+func startApp(ctx context.Context, o appOptions) (_ *app, err error) {
+	a := &app{cfg: o.Cfg, log: o.Logger, reg: prometheus.NewRegistry(), synced: make(chan struct{})}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			a.close(context.Background())
+		}
+	}()
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	specs := make([]tokens.KeySpec, len(o.Cfg.Auth.APIToken.SigningKeys))
+	for i, k := range o.Cfg.Auth.APIToken.SigningKeys {
+		specs[i] = tokens.KeySpec{ID: k.ID, Path: k.Path, Primary: k.Primary}
+	}
+	if a.keys, err = tokens.LoadKeys(specs); err != nil {
+		return nil, err
+	}
+
+	// The event log.
+	user, pass, err := natsCredentials(o.Cfg.NATSCredentialsFile(), o.Cfg.NATS.Listen != "")
+	if err != nil {
+		return nil, err
+	}
+	a.nats, err = natsjs.StartServer(natsjs.ServerConfig{
+		StoreDir: o.Cfg.NATSStoreDir(), Listen: o.Cfg.NATS.Listen, User: user, Password: pass,
+		Sync: natsjs.SyncMode(o.Cfg.NATS.Sync), SyncInterval: o.Cfg.NATS.SyncInterval.D(),
+		MaxStore: o.Cfg.NATS.MaxStoreBytes.Int64(), Logger: a.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if url := a.nats.ClientURL(); url != "" {
+		if err := os.WriteFile(filepath.Join(o.Cfg.NATSStoreDir(), "client-url"), []byte(url+"\n"), 0o600); err != nil {
+			return nil, fmt.Errorf("write NATS client URL: %w", err)
+		}
+	}
+	a.elog, err = natsjs.OpenLog(ctx, a.nats, natsjs.LogConfig{Logger: a.log, Metrics: natsjs.NewMetrics(a.reg)})
+	if err != nil {
+		return nil, err
+	}
+
+	// The read models.
+	apiCfg, err := pgx.ParseConfig(o.APIDSN)
+	if err != nil {
+		return nil, fmt.Errorf("postgres.apiURL: %w", err)
+	}
+	if err := postgres.Migrate(ctx, o.OwnerDSN, apiCfg.User); err != nil {
+		return nil, err
+	}
+	maxConns := int32(o.Cfg.Postgres.MaxConns)
+	if a.owner, err = postgres.OpenOwnerPool(ctx, o.OwnerDSN, 4); err != nil {
+		return nil, err
+	}
+	if a.api, err = postgres.OpenAPIPool(ctx, o.APIDSN, maxConns); err != nil {
+		return nil, err
+	}
+	a.reader = postgres.NewReader(a.api)
+	a.runner = projections.NewRunner(a.elog, postgres.Projectors(a.owner), projections.RunnerConfig{Logger: a.log, Registerer: a.reg})
+	a.wg.Go(func() { a.runner.Run(a.ctx) })
+
+	// Tokens: an in-memory fold of every token event, for verification.
+	a.tokens = projections.NewTokenRegistry(func(ctx context.Context) (uint64, error) {
+		return a.elog.LastSeqFor(ctx, events.AllTokens)
+	})
+	a.wg.Go(a.followTokens)
+
+	clock := domain.NewCreatedClock(time.Now)
+	a.svc = &domain.Service{
+		Log:   a.elog,
+		Usage: newUsageCache(a.reader, a.log, time.Second),
+		Env: domain.Env{
+			Now:     time.Now,
+			NewID:   func() string { return uuid.Must(uuid.NewV7()).String() },
+			Created: clock.Next,
+		},
+		Tokens: domain.TokenPolicy{DefaultTTL: o.Cfg.Auth.APIToken.DefaultTTL.D(), MaxTTL: o.Cfg.Auth.APIToken.MaxTTL.D()},
+	}
+
+	// The API.
+	handler, err := httpapi.New(httpapi.Config{
+		Auth:           tokenAuth{&tokens.Verifier{Keys: a.keys, Registry: a.tokens}},
+		Pins:           a.svc,
+		Reader:         a.reader,
+		Watermark:      a.runner.Watermarks(),
+		PinsProjection: postgres.ProjectionPins,
+		Delegates:      o.Delegates,
+		Ready:          readiness{a},
+		MaxBodyBytes:   o.Cfg.Server.MaxBodyBytes.Int64(),
+		CORSOrigins:    o.Cfg.Server.CORS.AllowedOrigins,
+		Logger:         a.log,
+		Registerer:     a.reg,
+		Gatherer:       a.reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", o.Cfg.Server.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("server.listen %s: %w", o.Cfg.Server.Listen, err)
+	}
+	a.addr = ln.Addr().String()
+	a.srv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	a.wg.Go(func() {
+		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("http server stopped", "err", err)
+		}
+	})
+	a.log.Info("anchorage is serving", "addr", a.addr, "natsSync", o.Cfg.NATS.Sync, "natsClientURL", a.nats.ClientURL())
+	return a, nil
+}
+
+// URL is the API's base URL.
+func (a *app) URL() string { return "http://" + a.addr }
+
+// close stops everything in reverse order; safe to call more than once.
+func (a *app) close(ctx context.Context) {
+	a.closing.Do(func() {
+		if a.srv != nil {
+			sctx, cancel := context.WithTimeout(ctx, a.cfg.Server.ShutdownTimeout.D()+time.Second)
+			if err := a.srv.Shutdown(sctx); err != nil {
+				a.log.Warn("http shutdown", "err", err)
+			}
+			cancel()
+		}
+		a.cancel()
+		a.wg.Wait()
+		if a.api != nil {
+			a.api.Close()
+		}
+		if a.owner != nil {
+			a.owner.Close()
+		}
+		if a.elog != nil {
+			a.elog.Close()
+		}
+		if a.nats != nil {
+			a.nats.Shutdown(ctx)
+		}
+	})
+}
+
+// followTokens keeps the token registry current, restarting after failures.
+func (a *app) followTokens() {
+	from := uint64(1)
+	var once sync.Once
+	markSynced := func() { once.Do(func() { close(a.synced) }) }
+	for a.ctx.Err() == nil {
+		head, err := a.elog.LastSeqFor(a.ctx, events.AllTokens)
+		if err == nil && a.tokens.Applied() >= head {
+			markSynced()
+		}
+		err = a.elog.Read(a.ctx, from, []string{events.AllTokens}, func(recs []events.Record, pending uint64) error {
+			for _, r := range recs {
+				a.tokens.Apply(r)
+				from = r.Seq + 1
+			}
+			if pending == 0 {
+				markSynced()
+			}
+			return nil
+		})
+		if a.ctx.Err() != nil {
+			return
+		}
+		a.log.Error("token registry stopped following the log; retrying", "err", err)
+		select {
+		case <-a.ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// readiness reports whether this node can serve: projections healthy, token registry caught up, read models
+// reachable.
+type readiness struct{ a *app }
+
+func (r readiness) Ready(ctx context.Context) error {
+	select {
+	case <-r.a.synced:
+	default:
+		return errors.New("token registry is still catching up with the event log")
+	}
+	if err := r.a.runner.Err(); err != nil {
+		return err
+	}
+	if err := r.a.api.Ping(ctx); err != nil {
+		return fmt.Errorf("read models unreachable: %w", err)
+	}
+	return nil
+}
+
+// tokenAuth adapts the token verifier to the HTTP API.
+type tokenAuth struct{ v *tokens.Verifier }
+
+func (t tokenAuth) Authenticate(ctx context.Context, bearer string) (httpapi.Principal, error) {
+	p, err := t.v.Verify(ctx, bearer)
+	if err != nil {
+		return httpapi.Principal{}, err
+	}
+	return httpapi.Principal{OrgID: p.OrgID, Actor: "token:" + p.TokenID, Scopes: p.Scopes}, nil
+}
+
+// usageCache answers the soft quota check from a per-org cache refreshed at most every ttl, so a POST costs no
+// read-model query; an org without a quota is never counted at all between refreshes. When the read models
+// cannot answer, pin requests go through: writes only need the log, and a soft quota is better than refusing
+// every write while PostgreSQL is down.
+type usageCache struct {
+	r   *postgres.Reader
+	log *slog.Logger
+	ttl time.Duration
+	mu  sync.Mutex
+	m   map[string]*usage
+}
+
+type usage struct {
+	pins, maxPins int64
+	at            time.Time
+}
+
+func newUsageCache(r *postgres.Reader, log *slog.Logger, ttl time.Duration) *usageCache {
+	return &usageCache{r: r, log: log, ttl: ttl, m: map[string]*usage{}}
+}
+
+func (c *usageCache) PinUsage(ctx context.Context, org string) (int64, int64, error) {
+	c.mu.Lock()
+	u, ok := c.m[org]
+	if ok && time.Since(u.at) < c.ttl {
+		// Count this request, so a burst within one ttl cannot overshoot the quota by more than in-flight writes.
+		u.pins++
+		pins, maxPins := u.pins-1, u.maxPins
+		c.mu.Unlock()
+		return pins, maxPins, nil
+	}
+	c.mu.Unlock()
+	pins, maxPins, err := c.r.PinUsage(ctx, org)
+	if errors.Is(err, domain.ErrUnavailable) {
+		c.log.Warn("quota check skipped: read models unavailable", "org", org, "err", err)
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	c.mu.Lock()
+	c.m[org] = &usage{pins: pins + 1, maxPins: maxPins, at: time.Now()}
+	c.mu.Unlock()
+	return pins, maxPins, nil
+}
+
+// natsCredentials reads (or, the first time, creates) the user:password the NATS listener requires.
+func natsCredentials(path string, needed bool) (string, string, error) {
+	if !needed {
+		return "", "", nil
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		buf := make([]byte, 24)
+		if _, err := rand.Read(buf); err != nil {
+			return "", "", err
+		}
+		b = []byte("anchorage:" + hex.EncodeToString(buf) + "\n")
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return "", "", err
+		}
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			return "", "", fmt.Errorf("nats.credentialsFile: %w", err)
+		}
+	} else if err != nil {
+		return "", "", fmt.Errorf("nats.credentialsFile: %w", err)
+	}
+	user, pass, ok := strings.Cut(strings.TrimSpace(string(b)), ":")
+	if !ok || user == "" || pass == "" {
+		return "", "", fmt.Errorf("nats.credentialsFile %s must hold one line user:password", path)
+	}
+	return user, pass, nil
+}
