@@ -139,23 +139,24 @@ CREATE POLICY pin_org_state_tenant ON pin_org_state FOR SELECT USING (org_id = a
 -- them, so they would scan every pin of the org. These SECURITY DEFINER functions run as the owner, use the
 -- trigram and jsonb indexes, and restrict to the caller's org themselves, read from the same transaction-local
 -- setting as the policies: a caller can never name another org.
+-- They return what the caller needs to filter, order and count without touching the matches again.
 -- lower_pattern is the pattern lowercased the way name_lower was (by the projector); pattern is checked
 -- case-sensitively unless case_insensitive.
 CREATE FUNCTION pins_matching_name(pattern text, lower_pattern text, case_insensitive boolean)
-RETURNS SETOF uuid
+RETURNS TABLE (request_id uuid, pos bigint, status smallint)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public
 AS $$
-    SELECT p.request_id FROM public.pins p
+    SELECT p.request_id, p.pos, p.status FROM public.pins p
     WHERE p.org_id = public.app_org()
       AND p.name_lower LIKE lower_pattern
       AND (case_insensitive OR p.name LIKE pattern)
 $$;
 
 CREATE FUNCTION pins_matching_meta(filter jsonb)
-RETURNS SETOF uuid
+RETURNS TABLE (request_id uuid, pos bigint, status smallint)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public
 AS $$
-    SELECT p.request_id FROM public.pins p
+    SELECT p.request_id, p.pos, p.status FROM public.pins p
     WHERE p.org_id = public.app_org() AND p.meta @> filter
 $$;
 

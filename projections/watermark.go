@@ -67,3 +67,30 @@ func (w *Watermarks) Wait(ctx context.Context, name string, seq uint64) error {
 		}
 	}
 }
+
+// Horizons remember, per org, the stream sequence of the last write this node made for it. A read for the org
+// first waits until the projection has applied that sequence: the API's read-your-writes guarantee, paid only
+// by the reads that need it, instead of by every write waiting for its projection.
+type Horizons struct {
+	mu sync.Mutex
+	m  map[string]uint64
+}
+
+// NewHorizons returns empty horizons.
+func NewHorizons() *Horizons { return &Horizons{m: map[string]uint64{}} }
+
+// Record notes that org's state includes seq.
+func (h *Horizons) Record(org string, seq uint64) {
+	h.mu.Lock()
+	if seq > h.m[org] {
+		h.m[org] = seq
+	}
+	h.mu.Unlock()
+}
+
+// Get returns the last sequence written for org (0: none).
+func (h *Horizons) Get(org string) uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.m[org]
+}

@@ -53,6 +53,12 @@ type Watermark interface {
 	Wait(ctx context.Context, projection string, seq uint64) error
 }
 
+// Horizon remembers, per org, the last stream sequence this node wrote (*projections.Horizons implements it).
+type Horizon interface {
+	Record(org string, seq uint64)
+	Get(org string) uint64
+}
+
 // Health reports readiness: nil means ready; an error's message says what is not ready and is shown on
 // /readyz (unauthenticated), so it must not contain secrets.
 type Health interface {
@@ -72,6 +78,8 @@ type Config struct {
 	Ready     Health
 
 	// Optional.
+	// Horizon tracks each org's last write for read-your-writes; default: a private one.
+	Horizon               Horizon
 	PinsProjection        string        // default "pins"
 	MaxBodyBytes          int64         // default 1 MiB
 	ReadYourWritesTimeout time.Duration // default 2s
@@ -120,6 +128,9 @@ func New(cfg Config) (http.Handler, error) {
 	}
 	if cfg.PinsProjection == "" {
 		cfg.PinsProjection = DefaultPinsProjection
+	}
+	if cfg.Horizon == nil {
+		cfg.Horizon = projections.NewHorizons()
 	}
 	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes

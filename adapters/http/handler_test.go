@@ -280,17 +280,23 @@ func TestCreateReadsItsWrite(t *testing.T) {
 	if !createdRE.MatchString(ps.Created) || !slices.Equal(ps.Delegates, memfake.ServingAddrs) || ps.Info == nil {
 		t.Errorf("created %q delegates %v info %v", ps.Created, ps.Delegates, ps.Info)
 	}
-	// The answer came from the read model after waiting for the write's sequence.
+	// The answer came at once, from the durable event: nothing waited for the projection yet.
+	h.wm.mu.Lock()
+	waits := slices.Clone(h.wm.waits)
+	h.wm.mu.Unlock()
+	if len(waits) != 0 {
+		t.Errorf("POST waited for the projection: %v", waits)
+	}
+	// Kubo polls at once: the read waits for the org's last write, and the pin is there, exactly as answered.
+	got := h.do(http.MethodGet, "/pins/"+ps.RequestID, tokRW, "").pinStatus(t)
+	if got.RequestID != ps.RequestID || got.Created != ps.Created || got.Status != ps.Status {
+		t.Errorf("GET after POST: %+v, POST said %+v", got, ps)
+	}
 	h.wm.mu.Lock()
 	waits, seqs := slices.Clone(h.wm.waits), slices.Clone(h.wm.seqs)
 	h.wm.mu.Unlock()
 	if len(waits) != 1 || waits[0] != "pins" || seqs[0] == 0 || h.b.Applied() < seqs[0] {
-		t.Errorf("waits %v seqs %v applied %d", waits, seqs, h.b.Applied())
-	}
-	// Kubo polls at once: the pin is there.
-	got := h.do(http.MethodGet, "/pins/"+ps.RequestID, tokRW, "").pinStatus(t)
-	if got.RequestID != ps.RequestID || got.Created != ps.Created {
-		t.Errorf("GET after POST: %+v", got)
+		t.Errorf("read waits %v seqs %v applied %d", waits, seqs, h.b.Applied())
 	}
 	// The request id and actor reach the event.
 	r = h.do(http.MethodPost, "/pins", tokRW, `{"cid":"`+cidV1+`"}`, "X-Request-Id", "kubo-req-42")
@@ -321,14 +327,15 @@ func TestRequestIDSanitised(t *testing.T) {
 	}
 }
 
-func TestReadYourWritesTimeoutFallback(t *testing.T) {
+func TestReadYourWritesWhileProjectionStalls(t *testing.T) {
 	h := newHarness(t)
 	keep := h.create(`{"cid":"` + cidV1 + `","name":"keep"}`)
 	h.b.Pause()
+	// Writes do not depend on the projection: they answer at once, from the durable event.
 	start := time.Now()
 	r := h.do(http.MethodPost, "/pins", tokRW, `{"cid":"`+cidV0+`","name":"stalled","meta":{"k":"v"}}`)
-	if d := time.Since(start); d < 250*time.Millisecond || d > 5*time.Second {
-		t.Errorf("answered after %v, want after the 300ms wait", d)
+	if d := time.Since(start); d > 200*time.Millisecond {
+		t.Errorf("POST took %v while the projection was stalled", d)
 	}
 	if r.Status != 202 {
 		t.Fatalf("%d %s", r.Status, r.Body)
@@ -336,9 +343,8 @@ func TestReadYourWritesTimeoutFallback(t *testing.T) {
 	ps := r.pinStatus(t)
 	if ps.Status != "queued" || ps.Pin.CID != cidV0 || ps.Pin.Name != "stalled" || ps.Pin.Meta["k"] != "v" ||
 		!createdRE.MatchString(ps.Created) || !slices.Equal(ps.Delegates, memfake.ServingAddrs) || ps.RequestID == "" {
-		t.Errorf("fallback PinStatus %+v", ps)
+		t.Errorf("PinStatus %+v", ps)
 	}
-	// Replace and delete also answer 202 when the projection stalls.
 	r = h.do(http.MethodPost, "/pins/"+keep.RequestID, tokRW, `{"cid":"`+cidV1+`","name":"replaced"}`)
 	if r.Status != 202 || r.pinStatus(t).Pin.Name != "replaced" || r.pinStatus(t).RequestID == keep.RequestID {
 		t.Errorf("replace while stalled: %d %s", r.Status, r.Body)
@@ -348,20 +354,27 @@ func TestReadYourWritesTimeoutFallback(t *testing.T) {
 	if r.Status != 202 || len(r.Body) != 0 {
 		t.Errorf("delete while stalled: %d %q", r.Status, r.Body)
 	}
-	if got := counterValue(t, h, "anchorage_http_read_your_writes_timeouts_total"); got != 3 {
-		t.Errorf("timeouts counted %v, want 3", got)
+	// A read of this org must not miss those writes: it waits (300ms here) and then says to retry, never stale.
+	start = time.Now()
+	r = h.do(http.MethodGet, "/pins/"+ps.RequestID, tokRW, "")
+	if d := time.Since(start); d < 250*time.Millisecond || d > 5*time.Second {
+		t.Errorf("read answered after %v, want after the 300ms wait", d)
+	}
+	wantFailure(t, r, 503, "SERVICE_UNAVAILABLE")
+	if r.Header.Get("Retry-After") == "" {
+		t.Error("503 without Retry-After")
+	}
+	wantFailure(t, h.do(http.MethodGet, "/pins?status=any", tokRW, ""), 503, "SERVICE_UNAVAILABLE")
+	if got := counterValue(t, h, "anchorage_http_read_your_writes_timeouts_total"); got != 2 {
+		t.Errorf("timeouts counted %v, want 2", got)
 	}
 	if !strings.Contains(h.logs.String(), "read-your-writes wait timed out") {
 		t.Error("timeout not logged")
 	}
 	// Once the projector catches up, everything is visible.
 	h.b.Resume()
-	deadline := time.Now().Add(5 * time.Second)
-	for h.do(http.MethodGet, "/pins/"+ps.RequestID, tokRW, "").Status != 200 {
-		if time.Now().After(deadline) {
-			t.Fatal("the stalled pin never became visible")
-		}
-		time.Sleep(10 * time.Millisecond)
+	if r := h.do(http.MethodGet, "/pins/"+ps.RequestID, tokRW, ""); r.Status != 200 || r.pinStatus(t).Created != ps.Created {
+		t.Errorf("stalled pin after resume: %d %s", r.Status, r.Body)
 	}
 	if r := h.do(http.MethodGet, "/pins/"+newID, tokRW, ""); r.Status != 404 {
 		t.Errorf("deleted pin: %d", r.Status)
@@ -393,15 +406,19 @@ func TestWaitsBeforeAnswering(t *testing.T) {
 		})
 		c.ReadYourWritesTimeout = 5 * time.Second
 	})
+	// The write answers at once; the read after it waits for the watermark.
+	if r := h.do(http.MethodPost, "/pins", tokRW, `{"cid":"`+cidV1+`"}`); r.Status != 202 {
+		t.Fatalf("%d %s", r.Status, r.Body)
+	}
 	done := make(chan result)
-	go func() { done <- h.doT(t, http.MethodPost, "/pins", tokRW, `{"cid":"`+cidV1+`"}`) }()
+	go func() { done <- h.doT(t, http.MethodGet, "/pins?cid="+cidV1, tokRW, "") }()
 	select {
 	case r := <-done:
-		t.Fatalf("answered before the watermark: %d", r.Status)
+		t.Fatalf("read answered before the watermark: %d", r.Status)
 	case <-time.After(100 * time.Millisecond):
 	}
 	close(release)
-	if r := <-done; r.Status != 202 {
+	if r := <-done; r.Status != 200 {
 		t.Errorf("%d %s", r.Status, r.Body)
 	}
 }

@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -43,6 +42,9 @@ func (s *server) listPins(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if !s.readYourWrites(w, r, p) {
+		return
+	}
 	count, views, err := s.cfg.Reader.ListPins(r.Context(), f)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -68,6 +70,9 @@ func (s *server) getPin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p, _ := principal(r.Context())
+	if !s.readYourWrites(w, r, p) {
+		return
+	}
 	v, err := s.cfg.Reader.GetPin(r.Context(), p.OrgID, id)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -129,48 +134,40 @@ func (s *server) deletePin(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	// The removal is durable; waiting only makes it visible to the next read. A timeout still answers 202.
-	s.awaitProjection(r, "delete", app.Seq)
+	// The removal is durable; the next read of this org waits until it is visible.
+	s.cfg.Horizon.Record(p.OrgID, app.Seq)
 	w.WriteHeader(http.StatusAccepted)
 }
 
-// respondRequested answers a create or replace with the new pin as the read model shows it once it has caught
-// up, or as the event describes it if the read model is late. The write is durable either way: an error here
-// would make the client retry and create a duplicate.
-func (s *server) respondRequested(w http.ResponseWriter, r *http.Request, p Principal, op string, ev events.PinRequested, app domain.Appended) {
-	d := &delegates{s: s}
-	if s.awaitProjection(r, op, app.Seq) {
-		v, err := s.cfg.Reader.GetPin(r.Context(), p.OrgID, ev.RequestID)
-		if err == nil {
-			ps, err := d.fromView(r, v)
-			if err != nil {
-				s.writeError(w, r, err)
-				return
-			}
-			writeJSON(w, http.StatusAccepted, ps)
-			return
-		}
-		if r.Context().Err() != nil {
-			s.writeError(w, r, r.Context().Err())
-			return
-		}
-		// Removed again in between (not found) or the read model failed: answer from the event.
-		level := slog.LevelWarn
-		if errors.Is(err, domain.ErrNotFound) {
-			level = slog.LevelInfo
-		}
-		s.log.LogAttrs(r.Context(), level, "pin not readable after its write; answering from the event",
-			slog.String("request_id", requestID(r.Context())), slog.String("pin", ev.RequestID), slog.String("error", err.Error()))
-	} else if r.Context().Err() != nil {
-		s.writeError(w, r, r.Context().Err())
-		return
-	}
-	ps, err := d.fromEvent(r, ev)
+// respondRequested answers a create or replace with the new pin as its event describes it, as soon as the event is
+// durable. The org's next read waits until the projection shows it (read your writes), so the client polling at
+// once sees exactly this object: created is the event's (the projection keeps it), the status is queued and the
+// delegates are this node's until the pin is placed.
+func (s *server) respondRequested(w http.ResponseWriter, r *http.Request, p Principal, _ string, ev events.PinRequested, app domain.Appended) {
+	s.cfg.Horizon.Record(p.OrgID, app.Seq)
+	ps, err := (&delegates{s: s}).fromEvent(r, ev)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusAccepted, ps)
+}
+
+// readYourWrites waits, bounded by ReadYourWritesTimeout, until the pins projection has applied the org's last
+// write made through this node, so a read never misses it. When the projection is stalled it answers 503 and
+// reports false.
+func (s *server) readYourWrites(w http.ResponseWriter, r *http.Request, p Principal) bool {
+	seq := s.cfg.Horizon.Get(p.OrgID)
+	if seq == 0 || s.awaitProjection(r, "read", seq) {
+		return true
+	}
+	if err := r.Context().Err(); err != nil {
+		s.writeError(w, r, err)
+		return false
+	}
+	s.writeError(w, r, domain.Errorf(domain.ErrUnavailable,
+		"the read models have not caught up with this org's latest write yet (event %d); retry shortly", seq))
+	return false
 }
 
 // awaitProjection waits, bounded by ReadYourWritesTimeout, until the pins projection has applied seq. It

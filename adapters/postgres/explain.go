@@ -2,6 +2,8 @@ package postgres
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -9,7 +11,9 @@ import (
 
 	"github.com/anchorage-pin/anchorage/adapters/postgres/internal/dbsqlc"
 	"github.com/anchorage-pin/anchorage/domain"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // ExplainCase is one API query shape to explain, with representative arguments.
@@ -41,23 +45,98 @@ func (r *Reader) ExplainCases(ctx context.Context, org string) ([]ExplainCase, e
 	all := []int16{0, 1, 2, 3}
 	lower := strings.ToLower(name)
 	partial := "%" + escapeLike(name[:max(1, len(name)-2)]) + "%"
-	return []ExplainCase{
-		{"GET /pins/{requestid}", dbsqlc.PinGet, []any{id}},
-		{"GET /pins?limit=10 (default: pinned)", dbsqlc.PinsList, []any{pinned, nil, nil, int32(10)}},
-		{"GET /pins?status=any&limit=10", dbsqlc.PinsList, []any{all, nil, nil, int32(10)}},
-		{"count for GET /pins (pinned)", dbsqlc.PinsCountPositions, []any{pinned, nil, nil}},
-		{"GET /pins?before=<middle> (page deep in the history)", dbsqlc.PinsList, []any{pinned, nil, mid, int32(10)}},
-		{"count for before=<middle>", dbsqlc.PinsCountPositions, []any{pinned, nil, mid}},
-		{"count for after=<middle>", dbsqlc.PinsCountPositions, []any{all, mid, nil}},
-		{"GET /pins?cid=<cid>", dbsqlc.PinsListByCID, []any{all, nil, nil, [][]byte{pc.Key}, nil, false, nil, nil, nil, false, nil, int32(10)}},
-		{"count for cid=<cid>", dbsqlc.PinsCountByCID, []any{all, nil, nil, [][]byte{pc.Key}, nil, false, nil, nil, nil, false, nil}},
-		{"GET /pins?name=<name>", dbsqlc.PinsListByName, []any{all, nil, nil, lower, true, name, nil, int32(10)}},
-		{"count for name=<name>", dbsqlc.PinsCountByName, []any{all, nil, nil, lower, true, name, nil}},
-		{"GET /pins?name=<part>&match=ipartial", dbsqlc.PinsListByNamePattern, []any{all, nil, nil, partial, strings.ToLower(partial), true, int32(10)}},
-		{"count for name=<part>&match=ipartial", dbsqlc.PinsCountByNamePattern, []any{all, nil, nil, partial, strings.ToLower(partial), true}},
-		{`GET /pins?meta={"w":"3"}`, dbsqlc.PinsListByMeta, []any{all, nil, nil, []byte(`{"w":"3"}`), nil, nil, false, int32(10)}},
-		{`count for meta={"w":"3"}`, dbsqlc.PinsCountByMeta, []any{all, nil, nil, []byte(`{"w":"3"}`), nil, nil, false}},
-	}, nil
+	lowerPartial := strings.ToLower(partial)
+	meta := []byte(`{"w":"3"}`)
+	var cases []ExplainCase
+	// Record each query exactly as the API issues it (SQL and arguments in order) by calling the generated code on
+	// a DBTX that only records.
+	add := func(name string, call func(db dbsqlc.DBTX) error) {
+		rec := &recorder{}
+		_ = call(rec)
+		cases = append(cases, ExplainCase{Name: name, SQL: rec.sql, Args: rec.args})
+	}
+	idU, _ := uuid.Parse(id)
+	add("GET /pins/{requestid}", func(db dbsqlc.DBTX) error { _, err := queries.PinGet(ctx, db, idU); return err })
+	add("GET /pins?limit=10 (default: pinned)", func(db dbsqlc.DBTX) error {
+		_, err := queries.PinsList(ctx, db, dbsqlc.PinsListParams{Statuses: pinned, Lim: 10})
+		return err
+	})
+	add("GET /pins?status=any&limit=10", func(db dbsqlc.DBTX) error {
+		_, err := queries.PinsList(ctx, db, dbsqlc.PinsListParams{Statuses: all, Lim: 10})
+		return err
+	})
+	add("count for GET /pins (pinned)", func(db dbsqlc.DBTX) error {
+		_, err := queries.PinsCountPositions(ctx, db, dbsqlc.PinsCountPositionsParams{Statuses: pinned})
+		return err
+	})
+	add("GET /pins?before=<middle> (a page deep in the history)", func(db dbsqlc.DBTX) error {
+		_, err := queries.PinsList(ctx, db, dbsqlc.PinsListParams{Statuses: pinned, Before: &mid, Lim: 10})
+		return err
+	})
+	add("count for before=<middle>", func(db dbsqlc.DBTX) error {
+		_, err := queries.PinsCountPositions(ctx, db, dbsqlc.PinsCountPositionsParams{Statuses: pinned, Before: &mid})
+		return err
+	})
+	add("count for after=<middle> (all statuses)", func(db dbsqlc.DBTX) error {
+		_, err := queries.PinsCountPositions(ctx, db, dbsqlc.PinsCountPositionsParams{Statuses: all, After: &mid})
+		return err
+	})
+	add("GET /pins?cid=<cid>", func(db dbsqlc.DBTX) error {
+		_, err := queries.PinsListByCID(ctx, db, dbsqlc.PinsListByCIDParams{Statuses: all, CidKeys: [][]byte{pc.Key}, Lim: 10})
+		return err
+	})
+	add("count for cid=<cid>", func(db dbsqlc.DBTX) error {
+		_, err := queries.PinsCountByCID(ctx, db, dbsqlc.PinsCountByCIDParams{Statuses: all, CidKeys: [][]byte{pc.Key}})
+		return err
+	})
+	add("GET /pins?name=<name>", func(db dbsqlc.DBTX) error {
+		_, err := queries.PinsListByName(ctx, db, dbsqlc.PinsListByNameParams{Statuses: all, NameLower: lower, NameExact: true, Name: name, Lim: 10})
+		return err
+	})
+	add("count for name=<name>", func(db dbsqlc.DBTX) error {
+		_, err := queries.PinsCountByName(ctx, db, dbsqlc.PinsCountByNameParams{Statuses: all, NameLower: lower, NameExact: true, Name: name})
+		return err
+	})
+	add("GET /pins?name=<part>&match=ipartial", func(db dbsqlc.DBTX) error {
+		_, err := queries.PinsListByNamePattern(ctx, db, dbsqlc.PinsListByNamePatternParams{Statuses: all, NamePattern: partial, NameLowerPattern: lowerPartial, NameCi: true, Lim: 10})
+		return err
+	})
+	add("count for name=<part>&match=ipartial", func(db dbsqlc.DBTX) error {
+		_, err := queries.PinsCountByNamePattern(ctx, db, dbsqlc.PinsCountByNamePatternParams{Statuses: all, NamePattern: partial, NameLowerPattern: lowerPartial, NameCi: true})
+		return err
+	})
+	add(`GET /pins?meta={"w":"3"}`, func(db dbsqlc.DBTX) error {
+		_, err := queries.PinsListByMeta(ctx, db, dbsqlc.PinsListByMetaParams{Statuses: all, Meta: meta, Lim: 10})
+		return err
+	})
+	add(`count for meta={"w":"3"}`, func(db dbsqlc.DBTX) error {
+		_, err := queries.PinsCountByMeta(ctx, db, dbsqlc.PinsCountByMetaParams{Statuses: all, Meta: meta})
+		return err
+	})
+	return cases, nil
+}
+
+// recorder is a DBTX that records the statement it is given instead of running it.
+type recorder struct {
+	sql  string
+	args []any
+}
+
+var errRecorded = errors.New("recorded")
+
+func (r *recorder) Exec(_ context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	r.sql, r.args = sql, args
+	return pgconn.CommandTag{}, errRecorded
+}
+
+func (r *recorder) Query(_ context.Context, sql string, args ...any) (pgx.Rows, error) {
+	r.sql, r.args = sql, args
+	return nil, errRecorded
+}
+
+func (r *recorder) QueryRow(_ context.Context, sql string, args ...any) pgx.Row {
+	r.sql, r.args = sql, args
+	return errRow{errRecorded}
 }
 
 var sqlcHeader = regexp.MustCompile(`^-- name: \S+ \S+\n`)
@@ -68,17 +147,26 @@ func (r *Reader) Explain(ctx context.Context, org string, c ExplainCase) (string
 	var out strings.Builder
 	err := r.InOrg(ctx, org, func(tx pgx.Tx) error {
 		name := "explain_" + fmt.Sprint(time.Now().UnixNano())
-		if _, err := tx.Exec(ctx, "PREPARE "+name+" AS "+sqlcHeader.ReplaceAllString(c.SQL, "")); err != nil {
+		if _, err := tx.Exec(ctx, "PREPARE "+name+" AS "+sqlcHeader.ReplaceAllString(c.SQL, ""), pgx.QueryExecModeSimpleProtocol); err != nil {
 			return err
 		}
 		// Warm the plan cache the way a pooled connection is warm: several executions first.
 		exec := "EXECUTE " + name + "(" + placeholders(len(c.Args)) + ")"
+		// EXECUTE takes no protocol-level parameters: send the arguments as literals (simple protocol). jsonb
+		// arguments are []byte, which would be sent as bytea there: pass them as text.
+		args := []any{pgx.QueryExecModeSimpleProtocol}
+		for _, a := range c.Args {
+			if b, ok := a.([]byte); ok && json.Valid(b) {
+				a = string(b)
+			}
+			args = append(args, a)
+		}
 		for range 6 {
-			if _, err := tx.Exec(ctx, exec, c.Args...); err != nil {
+			if _, err := tx.Exec(ctx, exec, args...); err != nil {
 				return err
 			}
 		}
-		rows, err := tx.Query(ctx, "EXPLAIN (ANALYZE, BUFFERS) "+exec, c.Args...)
+		rows, err := tx.Query(ctx, "EXPLAIN (ANALYZE, BUFFERS) "+exec, args...)
 		if err != nil {
 			return err
 		}

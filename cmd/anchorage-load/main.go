@@ -46,6 +46,7 @@ type options struct {
 	keep      bool
 	dataDir   string
 	explain   string
+	qworkers  string
 }
 
 func main() {
@@ -58,6 +59,7 @@ func main() {
 	flag.DurationVar(&o.queryTime, "query-duration", 5*time.Second, "length of each query phase")
 	flag.BoolVar(&o.keep, "keep", false, "keep the data dir")
 	flag.StringVar(&o.dataDir, "data-dir", "", "data dir (default: a temp dir)")
+	flag.StringVar(&o.qworkers, "query-workers", "1,16", "comma-separated worker counts for the query phases (1 measures latency, more measures throughput)")
 	flag.StringVar(&o.explain, "explain", "", "write EXPLAIN ANALYZE of every API query to this file after seeding")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -137,7 +139,14 @@ func run(o options) error {
 		}
 		fmt.Printf("wrote %s\n", o.explain)
 	}
-	fmt.Printf("\nqueries over an org holding %d pins (%d workers, %s each)\n", total, o.workers, o.queryTime)
+	var qws []int
+	for _, w := range strings.Split(o.qworkers, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(w))
+		if err != nil || n < 1 {
+			return fmt.Errorf("-query-workers: %q is not a positive number", w)
+		}
+		qws = append(qws, n)
+	}
 	if len(ids) == 0 {
 		return errors.New("no pins created")
 	}
@@ -160,11 +169,14 @@ func run(o options) error {
 		{"filter before (page 2)", func() string { return "/pins?status=any&before=" + before }},
 		{"filter status=failed", func() string { return "/pins?status=failed" }},
 	}
-	for _, q := range queries {
-		r, _ := n.hammer(o.workers, o.queryTime, 0, func(w, i int) (*http.Request, error) {
-			return n.get(q.q())
-		})
-		r.print(q.name)
+	for _, qw := range qws {
+		fmt.Printf("\nqueries over an org holding %d pins (%d workers, %s each)\n", total, qw, o.queryTime)
+		for _, q := range queries {
+			r, _ := n.hammer(qw, o.queryTime, 0, func(w, i int) (*http.Request, error) {
+				return n.get(q.q())
+			})
+			r.print(q.name)
+		}
 	}
 	rss, err := rssOf(n.cmd.Process.Pid)
 	if err == nil {
@@ -187,7 +199,9 @@ func start(bin, dir string) (*node, error) {
 		return nil, err
 	}
 	cmd.Stderr = logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own process group (a terminal's Ctrl-C reaches only us, and we stop it cleanly), and killed with us if
+	// this tool dies.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w (build it first: go build -o bin/anchorage ./cmd/anchorage)", bin, err)
 	}

@@ -91,85 +91,91 @@ CROSS JOIN LATERAL (
 ORDER BY p.pos DESC
 LIMIT @lim::int;
 
+-- Content filters are driven structurally: a MATERIALIZED CTE (or the search function) finds the matches with
+-- its own index first, so no cost estimate of a generic plan can route the query through the (status, pos)
+-- range instead. They cost O(matches), which is small for CIDs and names.
+
 -- name: PinsListByCID :many
--- Driven by (org, cid_key): a CID is pinned a few times at most.
-SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM pins q
+WITH m AS MATERIALIZED (SELECT * FROM pins WHERE cid_key = ANY(@cid_keys::bytea[]))
+SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM m q
 WHERE q.status = ANY(@statuses::smallint[])
   AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= sqlc.narg(after)::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
   AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= sqlc.narg(before)::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
-  AND q.cid_key = ANY(@cid_keys::bytea[])
   AND (sqlc.narg(name_lower)::text IS NULL OR (q.name_lower = sqlc.narg(name_lower)::text AND (NOT @name_exact::boolean OR q.name = sqlc.narg(name)::text)))
-  AND (sqlc.narg(name_pattern)::text IS NULL OR q.request_id IN (SELECT pins_matching_name(sqlc.narg(name_pattern)::text, sqlc.narg(name_lower_pattern)::text, @name_ci::boolean)))
+  AND (sqlc.narg(name_pattern)::text IS NULL OR q.request_id IN (SELECT f.request_id FROM pins_matching_name(sqlc.narg(name_pattern)::text, sqlc.narg(name_lower_pattern)::text, @name_ci::boolean) AS f(request_id, pos, status)))
   AND (sqlc.narg(meta)::jsonb IS NULL OR q.meta @> sqlc.narg(meta)::jsonb)
 ORDER BY q.pos DESC
 LIMIT @lim::int;
 
 -- name: PinsListByName :many
--- Driven by (org, name_lower); exact matches recheck the name itself.
-SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM pins q
+WITH m AS MATERIALIZED (SELECT * FROM pins WHERE name_lower = @name_lower::text)
+SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM m q
 WHERE q.status = ANY(@statuses::smallint[])
   AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= sqlc.narg(after)::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
   AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= sqlc.narg(before)::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
-  AND q.name_lower = @name_lower::text
   AND (NOT @name_exact::boolean OR q.name = @name::text)
   AND (sqlc.narg(meta)::jsonb IS NULL OR q.meta @> sqlc.narg(meta)::jsonb)
 ORDER BY q.pos DESC
 LIMIT @lim::int;
 
 -- name: PinsListByMeta :many
--- Driven by the jsonb containment index (through pins_matching_meta, as RLS keeps @> off indexes).
-SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM pins q
-WHERE q.status = ANY(@statuses::smallint[])
-  AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= sqlc.narg(after)::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
-  AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= sqlc.narg(before)::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
-  AND q.request_id IN (SELECT pins_matching_meta(@meta::jsonb))
-  AND (sqlc.narg(name_pattern)::text IS NULL OR q.request_id IN (SELECT pins_matching_name(sqlc.narg(name_pattern)::text, sqlc.narg(name_lower_pattern)::text, @name_ci::boolean)))
-ORDER BY q.pos DESC
-LIMIT @lim::int;
+WITH m AS MATERIALIZED (
+    SELECT f.request_id, f.pos FROM pins_matching_meta(@meta::jsonb) AS f(request_id, pos, status)
+    WHERE f.status = ANY(@statuses::smallint[])
+      AND f.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= sqlc.narg(after)::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
+      AND f.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= sqlc.narg(before)::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
+      AND (sqlc.narg(name_pattern)::text IS NULL OR f.request_id IN (SELECT g.request_id FROM pins_matching_name(sqlc.narg(name_pattern)::text, sqlc.narg(name_lower_pattern)::text, @name_ci::boolean) AS g(request_id, pos, status)))
+    ORDER BY f.pos DESC
+    LIMIT @lim::int
+)
+SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM m JOIN pins q ON q.request_id = m.request_id
+ORDER BY q.pos DESC;
 
 -- name: PinsListByNamePattern :many
--- Driven by the trigram index (through pins_matching_name).
-SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM pins q
-WHERE q.status = ANY(@statuses::smallint[])
-  AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= sqlc.narg(after)::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
-  AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= sqlc.narg(before)::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
-  AND q.request_id IN (SELECT pins_matching_name(@name_pattern::text, @name_lower_pattern::text, @name_ci::boolean))
-ORDER BY q.pos DESC
-LIMIT @lim::int;
+WITH m AS MATERIALIZED (
+    SELECT f.request_id, f.pos FROM pins_matching_name(@name_pattern::text, @name_lower_pattern::text, @name_ci::boolean) AS f(request_id, pos, status)
+    WHERE f.status = ANY(@statuses::smallint[])
+      AND f.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= sqlc.narg(after)::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
+      AND f.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= sqlc.narg(before)::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
+      AND true
+    ORDER BY f.pos DESC
+    LIMIT @lim::int
+)
+SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM m JOIN pins q ON q.request_id = m.request_id
+ORDER BY q.pos DESC;
 
 -- name: PinsCountByCID :one
-SELECT count(*)::bigint AS n FROM pins q
+WITH m AS MATERIALIZED (SELECT * FROM pins WHERE cid_key = ANY(@cid_keys::bytea[]))
+SELECT count(*)::bigint AS n FROM m q
 WHERE q.status = ANY(@statuses::smallint[])
   AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= sqlc.narg(after)::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
   AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= sqlc.narg(before)::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
-  AND q.cid_key = ANY(@cid_keys::bytea[])
   AND (sqlc.narg(name_lower)::text IS NULL OR (q.name_lower = sqlc.narg(name_lower)::text AND (NOT @name_exact::boolean OR q.name = sqlc.narg(name)::text)))
-  AND (sqlc.narg(name_pattern)::text IS NULL OR q.request_id IN (SELECT pins_matching_name(sqlc.narg(name_pattern)::text, sqlc.narg(name_lower_pattern)::text, @name_ci::boolean)))
+  AND (sqlc.narg(name_pattern)::text IS NULL OR q.request_id IN (SELECT f.request_id FROM pins_matching_name(sqlc.narg(name_pattern)::text, sqlc.narg(name_lower_pattern)::text, @name_ci::boolean) AS f(request_id, pos, status)))
   AND (sqlc.narg(meta)::jsonb IS NULL OR q.meta @> sqlc.narg(meta)::jsonb);
 
 -- name: PinsCountByName :one
-SELECT count(*)::bigint AS n FROM pins q
+WITH m AS MATERIALIZED (SELECT * FROM pins WHERE name_lower = @name_lower::text)
+SELECT count(*)::bigint AS n FROM m q
 WHERE q.status = ANY(@statuses::smallint[])
   AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= sqlc.narg(after)::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
   AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= sqlc.narg(before)::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
-  AND q.name_lower = @name_lower::text
   AND (NOT @name_exact::boolean OR q.name = @name::text)
   AND (sqlc.narg(meta)::jsonb IS NULL OR q.meta @> sqlc.narg(meta)::jsonb);
 
 -- name: PinsCountByMeta :one
-SELECT count(*)::bigint AS n FROM pins q
-WHERE q.status = ANY(@statuses::smallint[])
-  AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= sqlc.narg(after)::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
-  AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= sqlc.narg(before)::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
-  AND q.request_id IN (SELECT pins_matching_meta(@meta::jsonb))
-  AND (sqlc.narg(name_pattern)::text IS NULL OR q.request_id IN (SELECT pins_matching_name(sqlc.narg(name_pattern)::text, sqlc.narg(name_lower_pattern)::text, @name_ci::boolean)));
+SELECT count(*)::bigint AS n FROM pins_matching_meta(@meta::jsonb) AS f(request_id, pos, status)
+WHERE f.status = ANY(@statuses::smallint[])
+  AND f.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= sqlc.narg(after)::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
+  AND f.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= sqlc.narg(before)::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
+  AND (sqlc.narg(name_pattern)::text IS NULL OR f.request_id IN (SELECT g.request_id FROM pins_matching_name(sqlc.narg(name_pattern)::text, sqlc.narg(name_lower_pattern)::text, @name_ci::boolean) AS g(request_id, pos, status)));
 
 -- name: PinsCountByNamePattern :one
-SELECT count(*)::bigint AS n FROM pins q
-WHERE q.status = ANY(@statuses::smallint[])
-  AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= sqlc.narg(after)::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
-  AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= sqlc.narg(before)::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
-  AND q.request_id IN (SELECT pins_matching_name(@name_pattern::text, @name_lower_pattern::text, @name_ci::boolean));
+SELECT count(*)::bigint AS n FROM pins_matching_name(@name_pattern::text, @name_lower_pattern::text, @name_ci::boolean) AS f(request_id, pos, status)
+WHERE f.status = ANY(@statuses::smallint[])
+  AND f.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= sqlc.narg(after)::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
+  AND f.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= sqlc.narg(before)::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
+  AND true;
 
 -- name: PinsCountPositions :one
 -- Count of statuses within the bounds: whole 1024-position buckets from pin_counts, plus index-only counts of

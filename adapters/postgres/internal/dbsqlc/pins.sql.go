@@ -106,21 +106,20 @@ func (q *Queries) PinOrgStateGet(ctx context.Context, db DBTX, orgIds []uuid.UUI
 }
 
 const PinsCountByCID = `-- name: PinsCountByCID :one
-SELECT count(*)::bigint AS n FROM pins q
+WITH m AS MATERIALIZED (SELECT org_id, request_id, pos, created, status, cid, cid_key, name, name_lower, meta, origins, info, delegates, last_seq FROM pins WHERE cid_key = ANY($11::bytea[]))
+SELECT count(*)::bigint AS n FROM m q
 WHERE q.status = ANY($1::smallint[])
   AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $2::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
   AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= $3::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
-  AND q.cid_key = ANY($4::bytea[])
-  AND ($5::text IS NULL OR (q.name_lower = $5::text AND (NOT $6::boolean OR q.name = $7::text)))
-  AND ($8::text IS NULL OR q.request_id IN (SELECT pins_matching_name($8::text, $9::text, $10::boolean)))
-  AND ($11::jsonb IS NULL OR q.meta @> $11::jsonb)
+  AND ($4::text IS NULL OR (q.name_lower = $4::text AND (NOT $5::boolean OR q.name = $6::text)))
+  AND ($7::text IS NULL OR q.request_id IN (SELECT f.request_id FROM pins_matching_name($7::text, $8::text, $9::boolean) AS f(request_id, pos, status)))
+  AND ($10::jsonb IS NULL OR q.meta @> $10::jsonb)
 `
 
 type PinsCountByCIDParams struct {
 	Statuses         []int16
 	After            *time.Time
 	Before           *time.Time
-	CidKeys          [][]byte
 	NameLower        *string
 	NameExact        bool
 	Name             *string
@@ -128,6 +127,7 @@ type PinsCountByCIDParams struct {
 	NameLowerPattern *string
 	NameCi           bool
 	Meta             []byte
+	CidKeys          [][]byte
 }
 
 func (q *Queries) PinsCountByCID(ctx context.Context, db DBTX, arg PinsCountByCIDParams) (int64, error) {
@@ -135,7 +135,6 @@ func (q *Queries) PinsCountByCID(ctx context.Context, db DBTX, arg PinsCountByCI
 		arg.Statuses,
 		arg.After,
 		arg.Before,
-		arg.CidKeys,
 		arg.NameLower,
 		arg.NameExact,
 		arg.Name,
@@ -143,6 +142,7 @@ func (q *Queries) PinsCountByCID(ctx context.Context, db DBTX, arg PinsCountByCI
 		arg.NameLowerPattern,
 		arg.NameCi,
 		arg.Meta,
+		arg.CidKeys,
 	)
 	var n int64
 	err := row.Scan(&n)
@@ -150,19 +150,18 @@ func (q *Queries) PinsCountByCID(ctx context.Context, db DBTX, arg PinsCountByCI
 }
 
 const PinsCountByMeta = `-- name: PinsCountByMeta :one
-SELECT count(*)::bigint AS n FROM pins q
-WHERE q.status = ANY($1::smallint[])
-  AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $2::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
-  AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= $3::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
-  AND q.request_id IN (SELECT pins_matching_meta($4::jsonb))
-  AND ($5::text IS NULL OR q.request_id IN (SELECT pins_matching_name($5::text, $6::text, $7::boolean)))
+SELECT count(*)::bigint AS n FROM pins_matching_meta($1::jsonb) AS f(request_id, pos, status)
+WHERE f.status = ANY($2::smallint[])
+  AND f.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $3::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
+  AND f.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= $4::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
+  AND ($5::text IS NULL OR f.request_id IN (SELECT g.request_id FROM pins_matching_name($5::text, $6::text, $7::boolean) AS g(request_id, pos, status)))
 `
 
 type PinsCountByMetaParams struct {
+	Meta             []byte
 	Statuses         []int16
 	After            *time.Time
 	Before           *time.Time
-	Meta             []byte
 	NamePattern      *string
 	NameLowerPattern *string
 	NameCi           bool
@@ -170,10 +169,10 @@ type PinsCountByMetaParams struct {
 
 func (q *Queries) PinsCountByMeta(ctx context.Context, db DBTX, arg PinsCountByMetaParams) (int64, error) {
 	row := db.QueryRow(ctx, PinsCountByMeta,
+		arg.Meta,
 		arg.Statuses,
 		arg.After,
 		arg.Before,
-		arg.Meta,
 		arg.NamePattern,
 		arg.NameLowerPattern,
 		arg.NameCi,
@@ -184,23 +183,23 @@ func (q *Queries) PinsCountByMeta(ctx context.Context, db DBTX, arg PinsCountByM
 }
 
 const PinsCountByName = `-- name: PinsCountByName :one
-SELECT count(*)::bigint AS n FROM pins q
+WITH m AS MATERIALIZED (SELECT org_id, request_id, pos, created, status, cid, cid_key, name, name_lower, meta, origins, info, delegates, last_seq FROM pins WHERE name_lower = $7::text)
+SELECT count(*)::bigint AS n FROM m q
 WHERE q.status = ANY($1::smallint[])
   AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $2::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
   AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= $3::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
-  AND q.name_lower = $4::text
-  AND (NOT $5::boolean OR q.name = $6::text)
-  AND ($7::jsonb IS NULL OR q.meta @> $7::jsonb)
+  AND (NOT $4::boolean OR q.name = $5::text)
+  AND ($6::jsonb IS NULL OR q.meta @> $6::jsonb)
 `
 
 type PinsCountByNameParams struct {
 	Statuses  []int16
 	After     *time.Time
 	Before    *time.Time
-	NameLower string
 	NameExact bool
 	Name      string
 	Meta      []byte
+	NameLower string
 }
 
 func (q *Queries) PinsCountByName(ctx context.Context, db DBTX, arg PinsCountByNameParams) (int64, error) {
@@ -208,10 +207,10 @@ func (q *Queries) PinsCountByName(ctx context.Context, db DBTX, arg PinsCountByN
 		arg.Statuses,
 		arg.After,
 		arg.Before,
-		arg.NameLower,
 		arg.NameExact,
 		arg.Name,
 		arg.Meta,
+		arg.NameLower,
 	)
 	var n int64
 	err := row.Scan(&n)
@@ -219,30 +218,30 @@ func (q *Queries) PinsCountByName(ctx context.Context, db DBTX, arg PinsCountByN
 }
 
 const PinsCountByNamePattern = `-- name: PinsCountByNamePattern :one
-SELECT count(*)::bigint AS n FROM pins q
-WHERE q.status = ANY($1::smallint[])
-  AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $2::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
-  AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= $3::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
-  AND q.request_id IN (SELECT pins_matching_name($4::text, $5::text, $6::boolean))
+SELECT count(*)::bigint AS n FROM pins_matching_name($1::text, $2::text, $3::boolean) AS f(request_id, pos, status)
+WHERE f.status = ANY($4::smallint[])
+  AND f.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $5::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
+  AND f.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= $6::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
+  AND true
 `
 
 type PinsCountByNamePatternParams struct {
-	Statuses         []int16
-	After            *time.Time
-	Before           *time.Time
 	NamePattern      string
 	NameLowerPattern string
 	NameCi           bool
+	Statuses         []int16
+	After            *time.Time
+	Before           *time.Time
 }
 
 func (q *Queries) PinsCountByNamePattern(ctx context.Context, db DBTX, arg PinsCountByNamePatternParams) (int64, error) {
 	row := db.QueryRow(ctx, PinsCountByNamePattern,
-		arg.Statuses,
-		arg.After,
-		arg.Before,
 		arg.NamePattern,
 		arg.NameLowerPattern,
 		arg.NameCi,
+		arg.Statuses,
+		arg.After,
+		arg.Before,
 	)
 	var n int64
 	err := row.Scan(&n)
@@ -444,23 +443,23 @@ func (q *Queries) PinsList(ctx context.Context, db DBTX, arg PinsListParams) ([]
 }
 
 const PinsListByCID = `-- name: PinsListByCID :many
-SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM pins q
+
+WITH m AS MATERIALIZED (SELECT org_id, request_id, pos, created, status, cid, cid_key, name, name_lower, meta, origins, info, delegates, last_seq FROM pins WHERE cid_key = ANY($12::bytea[]))
+SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM m q
 WHERE q.status = ANY($1::smallint[])
   AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $2::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
   AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= $3::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
-  AND q.cid_key = ANY($4::bytea[])
-  AND ($5::text IS NULL OR (q.name_lower = $5::text AND (NOT $6::boolean OR q.name = $7::text)))
-  AND ($8::text IS NULL OR q.request_id IN (SELECT pins_matching_name($8::text, $9::text, $10::boolean)))
-  AND ($11::jsonb IS NULL OR q.meta @> $11::jsonb)
+  AND ($4::text IS NULL OR (q.name_lower = $4::text AND (NOT $5::boolean OR q.name = $6::text)))
+  AND ($7::text IS NULL OR q.request_id IN (SELECT f.request_id FROM pins_matching_name($7::text, $8::text, $9::boolean) AS f(request_id, pos, status)))
+  AND ($10::jsonb IS NULL OR q.meta @> $10::jsonb)
 ORDER BY q.pos DESC
-LIMIT $12::int
+LIMIT $11::int
 `
 
 type PinsListByCIDParams struct {
 	Statuses         []int16
 	After            *time.Time
 	Before           *time.Time
-	CidKeys          [][]byte
 	NameLower        *string
 	NameExact        bool
 	Name             *string
@@ -469,6 +468,7 @@ type PinsListByCIDParams struct {
 	NameCi           bool
 	Meta             []byte
 	Lim              int32
+	CidKeys          [][]byte
 }
 
 type PinsListByCIDRow struct {
@@ -483,13 +483,14 @@ type PinsListByCIDRow struct {
 	Delegates []string
 }
 
-// Driven by (org, cid_key): a CID is pinned a few times at most.
+// Content filters are driven structurally: a MATERIALIZED CTE (or the search function) finds the matches with
+// its own index first, so no cost estimate of a generic plan can route the query through the (status, pos)
+// range instead. They cost O(matches), which is small for CIDs and names.
 func (q *Queries) PinsListByCID(ctx context.Context, db DBTX, arg PinsListByCIDParams) ([]PinsListByCIDRow, error) {
 	rows, err := db.Query(ctx, PinsListByCID,
 		arg.Statuses,
 		arg.After,
 		arg.Before,
-		arg.CidKeys,
 		arg.NameLower,
 		arg.NameExact,
 		arg.Name,
@@ -498,6 +499,7 @@ func (q *Queries) PinsListByCID(ctx context.Context, db DBTX, arg PinsListByCIDP
 		arg.NameCi,
 		arg.Meta,
 		arg.Lim,
+		arg.CidKeys,
 	)
 	if err != nil {
 		return nil, err
@@ -528,21 +530,24 @@ func (q *Queries) PinsListByCID(ctx context.Context, db DBTX, arg PinsListByCIDP
 }
 
 const PinsListByMeta = `-- name: PinsListByMeta :many
-SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM pins q
-WHERE q.status = ANY($1::smallint[])
-  AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $2::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
-  AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= $3::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
-  AND q.request_id IN (SELECT pins_matching_meta($4::jsonb))
-  AND ($5::text IS NULL OR q.request_id IN (SELECT pins_matching_name($5::text, $6::text, $7::boolean)))
+WITH m AS MATERIALIZED (
+    SELECT f.request_id, f.pos FROM pins_matching_meta($1::jsonb) AS f(request_id, pos, status)
+    WHERE f.status = ANY($2::smallint[])
+      AND f.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $3::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
+      AND f.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= $4::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
+      AND ($5::text IS NULL OR f.request_id IN (SELECT g.request_id FROM pins_matching_name($5::text, $6::text, $7::boolean) AS g(request_id, pos, status)))
+    ORDER BY f.pos DESC
+    LIMIT $8::int
+)
+SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM m JOIN pins q ON q.request_id = m.request_id
 ORDER BY q.pos DESC
-LIMIT $8::int
 `
 
 type PinsListByMetaParams struct {
+	Meta             []byte
 	Statuses         []int16
 	After            *time.Time
 	Before           *time.Time
-	Meta             []byte
 	NamePattern      *string
 	NameLowerPattern *string
 	NameCi           bool
@@ -561,13 +566,12 @@ type PinsListByMetaRow struct {
 	Delegates []string
 }
 
-// Driven by the jsonb containment index (through pins_matching_meta, as RLS keeps @> off indexes).
 func (q *Queries) PinsListByMeta(ctx context.Context, db DBTX, arg PinsListByMetaParams) ([]PinsListByMetaRow, error) {
 	rows, err := db.Query(ctx, PinsListByMeta,
+		arg.Meta,
 		arg.Statuses,
 		arg.After,
 		arg.Before,
-		arg.Meta,
 		arg.NamePattern,
 		arg.NameLowerPattern,
 		arg.NameCi,
@@ -602,26 +606,26 @@ func (q *Queries) PinsListByMeta(ctx context.Context, db DBTX, arg PinsListByMet
 }
 
 const PinsListByName = `-- name: PinsListByName :many
-SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM pins q
+WITH m AS MATERIALIZED (SELECT org_id, request_id, pos, created, status, cid, cid_key, name, name_lower, meta, origins, info, delegates, last_seq FROM pins WHERE name_lower = $8::text)
+SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM m q
 WHERE q.status = ANY($1::smallint[])
   AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $2::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
   AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= $3::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
-  AND q.name_lower = $4::text
-  AND (NOT $5::boolean OR q.name = $6::text)
-  AND ($7::jsonb IS NULL OR q.meta @> $7::jsonb)
+  AND (NOT $4::boolean OR q.name = $5::text)
+  AND ($6::jsonb IS NULL OR q.meta @> $6::jsonb)
 ORDER BY q.pos DESC
-LIMIT $8::int
+LIMIT $7::int
 `
 
 type PinsListByNameParams struct {
 	Statuses  []int16
 	After     *time.Time
 	Before    *time.Time
-	NameLower string
 	NameExact bool
 	Name      string
 	Meta      []byte
 	Lim       int32
+	NameLower string
 }
 
 type PinsListByNameRow struct {
@@ -636,17 +640,16 @@ type PinsListByNameRow struct {
 	Delegates []string
 }
 
-// Driven by (org, name_lower); exact matches recheck the name itself.
 func (q *Queries) PinsListByName(ctx context.Context, db DBTX, arg PinsListByNameParams) ([]PinsListByNameRow, error) {
 	rows, err := db.Query(ctx, PinsListByName,
 		arg.Statuses,
 		arg.After,
 		arg.Before,
-		arg.NameLower,
 		arg.NameExact,
 		arg.Name,
 		arg.Meta,
 		arg.Lim,
+		arg.NameLower,
 	)
 	if err != nil {
 		return nil, err
@@ -677,22 +680,26 @@ func (q *Queries) PinsListByName(ctx context.Context, db DBTX, arg PinsListByNam
 }
 
 const PinsListByNamePattern = `-- name: PinsListByNamePattern :many
-SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM pins q
-WHERE q.status = ANY($1::smallint[])
-  AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $2::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
-  AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= $3::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
-  AND q.request_id IN (SELECT pins_matching_name($4::text, $5::text, $6::boolean))
+WITH m AS MATERIALIZED (
+    SELECT f.request_id, f.pos FROM pins_matching_name($1::text, $2::text, $3::boolean) AS f(request_id, pos, status)
+    WHERE f.status = ANY($4::smallint[])
+      AND f.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $5::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
+      AND f.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= $6::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
+      AND true
+    ORDER BY f.pos DESC
+    LIMIT $7::int
+)
+SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM m JOIN pins q ON q.request_id = m.request_id
 ORDER BY q.pos DESC
-LIMIT $7::int
 `
 
 type PinsListByNamePatternParams struct {
-	Statuses         []int16
-	After            *time.Time
-	Before           *time.Time
 	NamePattern      string
 	NameLowerPattern string
 	NameCi           bool
+	Statuses         []int16
+	After            *time.Time
+	Before           *time.Time
 	Lim              int32
 }
 
@@ -708,15 +715,14 @@ type PinsListByNamePatternRow struct {
 	Delegates []string
 }
 
-// Driven by the trigram index (through pins_matching_name).
 func (q *Queries) PinsListByNamePattern(ctx context.Context, db DBTX, arg PinsListByNamePatternParams) ([]PinsListByNamePatternRow, error) {
 	rows, err := db.Query(ctx, PinsListByNamePattern,
-		arg.Statuses,
-		arg.After,
-		arg.Before,
 		arg.NamePattern,
 		arg.NameLowerPattern,
 		arg.NameCi,
+		arg.Statuses,
+		arg.After,
+		arg.Before,
 		arg.Lim,
 	)
 	if err != nil {
