@@ -52,8 +52,10 @@ func StreamConfig(replicas int) jetstream.StreamConfig {
 		DenyPurge:          true,
 		AllowDirect:        true,
 		AllowAtomicPublish: true,
-		Duplicates:         2 * time.Minute,
-		Metadata:           map[string]string{"schema": "v1"},
+		// Retried appends are refused by their expected-sequence check anyway; the window only has to cover a
+		// client's immediate retry, and every id in it costs memory (millions during a bulk import).
+		Duplicates: 30 * time.Second,
+		Metadata:   map[string]string{"schema": "v1"},
 	}
 }
 
@@ -129,11 +131,11 @@ func openLogConn(ctx context.Context, nc *nats.Conn, cfg LogConfig) (*EventLog, 
 		if !have.DenyDelete || !have.DenyPurge || have.Discard != jetstream.DiscardNew || have.MaxAge != 0 || have.MaxMsgs > 0 || have.MaxBytes > 0 {
 			return nil, fmt.Errorf("natsjs: stream %s exists with limits or deletes allowed; an event log must keep everything", events.StreamName)
 		}
-		if !slices.Equal(have.Subjects, want.Subjects) {
+		if !slices.Equal(have.Subjects, want.Subjects) || have.Duplicates != want.Duplicates {
 			upd := have
-			upd.Subjects = want.Subjects
+			upd.Subjects, upd.Duplicates = want.Subjects, want.Duplicates
 			if stream, err = js.UpdateStream(ctx, upd); err != nil {
-				return nil, fmt.Errorf("natsjs: update stream subjects: %w", err)
+				return nil, fmt.Errorf("natsjs: update stream: %w", err)
 			}
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/anchorage-pin/anchorage/domain"
 	"github.com/anchorage-pin/anchorage/events"
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 )
 
@@ -307,4 +308,28 @@ func TestLastSeqFor(t *testing.T) {
 	seq, err = l.LastSeqFor(ctx, events.AllTokens)
 	require.NoError(t, err)
 	require.Equal(t, uint64(1), seq)
+}
+
+// The stream deduplicates by Nats-Msg-Id (the envelope id) within its window: a message re-sent without an
+// expectation (a retried import, say) is acknowledged as a duplicate and stored once.
+func TestStreamDeduplicatesByMsgID(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	_, l := natstest.Log(t)
+	id := uuid.NewString()
+	m := pinMsg(t, id, 0, requested(id))
+	body, err := events.Marshal(m.Envelope)
+	require.NoError(t, err)
+	for i := 0; i < 3; i++ {
+		ack, err := l.JetStream().PublishMsg(ctx, &nats.Msg{Subject: m.Subject, Data: body, Header: nats.Header{"Nats-Msg-Id": []string{m.Envelope.ID}}})
+		require.NoError(t, err)
+		require.Equal(t, uint64(1), ack.Sequence)
+		require.Equal(t, i > 0, ack.Duplicate)
+	}
+	recs, _, err := l.Load(ctx, m.Subject)
+	require.NoError(t, err)
+	require.Len(t, recs, 1)
+	st, err := l.JetStream().Stream(ctx, events.StreamName)
+	require.NoError(t, err)
+	require.Equal(t, 30*time.Second, st.CachedInfo().Config.Duplicates)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -57,7 +58,21 @@ type Verifier struct {
 	Now func() time.Time
 	// Leeway is the clock skew tolerated on exp, nbf and iat; 0 means DefaultLeeway.
 	Leeway time.Duration
+
+	// cache holds the checked claims of tokens seen recently: what a token string says never changes, so its
+	// signature and claims are verified once. Its registry state (revoked?) and expiry are checked every time.
+	mu    sync.Mutex
+	cache map[string]checked
 }
+
+type checked struct {
+	org, id, subject string
+	scopes           []string
+	exp              time.Time
+}
+
+// maxCached bounds the claim cache (a full cache is simply dropped: verification is only a few µs).
+const maxCached = 8192
 
 // validMethods is the only algorithm accepted. Anything else (none, HS384, HS512, RS256, ES256, ...) is refused
 // before any key is looked at.
@@ -86,6 +101,26 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Principal, error) {
 		now = v.Now()
 	}
 
+	v.mu.Lock()
+	cc, hit := v.cache[raw]
+	v.mu.Unlock()
+	if !hit {
+		var err error
+		if cc, err = v.check(raw, now, leeway); err != nil {
+			return Principal{}, err
+		}
+		v.mu.Lock()
+		if v.cache == nil || len(v.cache) >= maxCached {
+			v.cache = make(map[string]checked, 64)
+		}
+		v.cache[raw] = cc
+		v.mu.Unlock()
+	}
+	return v.current(ctx, cc, now, leeway)
+}
+
+// check verifies a token's signature and claims, which depend only on the token string and the key ring.
+func (v *Verifier) check(raw string, now time.Time, leeway time.Duration) (checked, error) {
 	var c claims
 	parser := jwt.NewParser(
 		jwt.WithValidMethods(validMethods),
@@ -97,39 +132,44 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Principal, error) {
 	)
 	tok, err := parser.ParseWithClaims(raw, &c, v.keyFor)
 	if err != nil {
-		return Principal{}, explain(tok, &c, err)
+		return checked{}, explain(tok, &c, err)
 	}
 
 	switch {
 	case c.IssuedAt == nil:
-		return Principal{}, unauthorized("the API token has no issue time (iat claim), so it was not issued by anchorage")
+		return checked{}, unauthorized("the API token has no issue time (iat claim), so it was not issued by anchorage")
 	case c.ID == "":
-		return Principal{}, unauthorized("the API token has no token id (jti claim), so it was not issued by anchorage")
+		return checked{}, unauthorized("the API token has no token id (jti claim), so it was not issued by anchorage")
 	case events.ValidToken(c.ID) != nil:
-		return Principal{}, unauthorized("the API token's id (jti claim) is malformed")
+		return checked{}, unauthorized("the API token's id (jti claim) is malformed")
 	case c.Org == "":
-		return Principal{}, unauthorized("the API token names no org (org claim), so it was not issued by anchorage")
+		return checked{}, unauthorized("the API token names no org (org claim), so it was not issued by anchorage")
 	case events.ValidToken(c.Org) != nil:
-		return Principal{}, unauthorized("the API token's org claim is malformed")
+		return checked{}, unauthorized("the API token's org claim is malformed")
 	case c.Subject == "":
-		return Principal{}, unauthorized("the API token names no subject (sub claim), so it was not issued by anchorage")
+		return checked{}, unauthorized("the API token names no subject (sub claim), so it was not issued by anchorage")
 	}
 	scopes := strings.Fields(c.Scope)
 	if len(scopes) == 0 {
-		return Principal{}, unauthorized("the API token carries no scopes (scope claim); mint one with the scopes it needs")
+		return checked{}, unauthorized("the API token carries no scopes (scope claim); mint one with the scopes it needs")
 	}
 	slices.Sort(scopes)
 	scopes = slices.Compact(scopes)
 	for _, s := range scopes {
 		if !slices.Contains(domain.KnownScopes, s) {
-			return Principal{}, unauthorized("the API token carries unknown scope %q; known scopes are %v", clip(s), domain.KnownScopes)
+			return checked{}, unauthorized("the API token carries unknown scope %q; known scopes are %v", clip(s), domain.KnownScopes)
 		}
 	}
+	return checked{org: c.Org, id: c.ID, subject: c.Subject, scopes: scopes, exp: c.ExpiresAt.Time}, nil
+}
 
+// current checks what can change after a token was issued: whether the registry knows it and has not revoked it,
+// and its expiry.
+func (v *Verifier) current(ctx context.Context, c checked, now time.Time, leeway time.Duration) (Principal, error) {
 	if v.Registry == nil {
 		return Principal{}, domain.Errorf(domain.ErrUnavailable, "API token verification has no token registry; retry shortly")
 	}
-	st, err := v.Registry.Lookup(ctx, c.Org, c.ID)
+	st, err := v.Registry.Lookup(ctx, c.org, c.id)
 	switch {
 	case err == nil:
 	case errors.Is(err, domain.ErrNotFound):
@@ -143,22 +183,22 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Principal, error) {
 		}
 	}
 	if !st.Known {
-		return Principal{}, unauthorized("the API token %s is not known to this service: it was never issued here, or its org was deleted", c.ID)
+		return Principal{}, unauthorized("the API token %s is not known to this service: it was never issued here, or its org was deleted", c.id)
 	}
-	if st.OrgID != c.Org {
-		return Principal{}, unauthorized("the API token %s does not belong to the org it claims", c.ID)
+	if st.OrgID != c.org {
+		return Principal{}, unauthorized("the API token %s does not belong to the org it claims", c.id)
 	}
 	if st.Revoked {
-		return Principal{}, unauthorized("the API token %s has been revoked; mint a new one", c.ID)
+		return Principal{}, unauthorized("the API token %s has been revoked; mint a new one", c.id)
 	}
-	exp := c.ExpiresAt.Time
+	exp := c.exp
 	if !st.ExpiresAt.IsZero() && st.ExpiresAt.Before(exp) {
 		exp = st.ExpiresAt
 	}
 	if !now.Before(exp.Add(leeway)) {
-		return Principal{}, unauthorized("the API token %s expired at %s; mint a new one", c.ID, stamp(exp))
+		return Principal{}, unauthorized("the API token %s expired at %s; mint a new one", c.id, stamp(exp))
 	}
-	return Principal{OrgID: c.Org, TokenID: c.ID, Subject: c.Subject, Scopes: scopes, ExpiresAt: exp.UTC()}, nil
+	return Principal{OrgID: c.org, TokenID: c.id, Subject: c.subject, Scopes: c.scopes, ExpiresAt: exp.UTC()}, nil
 }
 
 // keyError is a rejection decided while choosing the key; its message is safe to show.

@@ -541,3 +541,29 @@ func ExamplePrincipal_Can() {
 	fmt.Println(p.Can("pins:read"), p.Can("pins:write"))
 	// Output: true false
 }
+
+// A token verified (and cached) while valid is rejected as soon as it expires or is revoked.
+func TestVerifyCachedTokenExpiresAndRevokes(t *testing.T) {
+	f := newFixture(t)
+	clock := now
+	v := &tokens.Verifier{Keys: f.ring, Registry: f.registry, Now: func() time.Time { return clock }, Leeway: leeway}
+	raw := f.sign(t, minted("tok1", "k1"))
+	for range 3 {
+		_, err := v.Verify(context.Background(), raw)
+		require.NoError(t, err)
+	}
+	clock = issued.Add(time.Hour + leeway)
+	_, err := v.Verify(context.Background(), raw)
+	require.ErrorIs(t, err, domain.ErrUnauthorized)
+	require.Contains(t, err.Error(), "expired")
+
+	clock = now
+	_, err = v.Verify(context.Background(), raw)
+	require.NoError(t, err)
+	f.registry.mu.Lock()
+	f.registry.states["tok1"] = tokens.State{Known: true, Revoked: true, OrgID: "acme", ExpiresAt: issued.Add(time.Hour)}
+	f.registry.mu.Unlock()
+	_, err = v.Verify(context.Background(), raw)
+	require.ErrorIs(t, err, domain.ErrUnauthorized)
+	require.Contains(t, err.Error(), "revoked")
+}
