@@ -21,9 +21,15 @@ type EventLog interface {
 // Message is one event to append.
 type Message struct {
 	Subject string
-	// Expect is the sequence of the last message on Subject the decision was based on; 0 means "the subject
-	// must be empty".
-	Expect   uint64
+	// Expect is the sequence of the last message on Subject (or on ExpectSubject, when set) the decision was
+	// based on; 0 means "no such message yet".
+	Expect uint64
+	// ExpectSubject, when set, is the subject (wildcards allowed) Expect is checked against instead of Subject:
+	// a placement is checked against every node's placement of the pin, place.*.<org>.<request>.
+	ExpectSubject string
+	// NoExpect appends without an expected-sequence check (later messages of an atomic batch that touch the
+	// same aggregate as an earlier one, whose check covers them).
+	NoExpect bool
 	Envelope events.Envelope
 }
 

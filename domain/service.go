@@ -246,3 +246,73 @@ func (s *Service) RevokeToken(ctx context.Context, m Meta, orgID, tokenID, reaso
 	})
 	return Appended{Seq: seq}, err
 }
+
+// RegisterNode records a node's identity, addresses and capacity, if they changed.
+func (s *Service) RegisterNode(ctx context.Context, m Meta, nodeID, peerID string, addrs []string, capacity int64) (Appended, error) {
+	if !ValidNodeID(nodeID) {
+		return Appended{}, Errorf(ErrInvalid, "node id %q is invalid: use 1-64 letters, digits, '-' or '_', starting with a letter or digit", clip(nodeID))
+	}
+	subject := events.NodeSubject(nodeID)
+	seq, err := s.decide(ctx, subject, func(recs []events.Record, last uint64) ([]Message, error) {
+		n := Node{ID: nodeID}
+		fold(&n, recs)
+		ev, err := n.Register(peerID, addrs, capacity)
+		return s.one(m, subject, last, ev, err)
+	})
+	return Appended{Seq: seq}, err
+}
+
+// NodeOp is an operator's action on a node.
+type NodeOp string
+
+const (
+	NodeCordon   NodeOp = "cordon"
+	NodeDrain    NodeOp = "drain"
+	NodeUncordon NodeOp = "uncordon"
+)
+
+// OperateNode cordons, drains or uncordons a node.
+func (s *Service) OperateNode(ctx context.Context, m Meta, nodeID string, op NodeOp, reason string) (Appended, error) {
+	if !ValidNodeID(nodeID) {
+		return Appended{}, Errorf(ErrNotFound, "node %q does not exist", clip(nodeID))
+	}
+	subject := events.NodeSubject(nodeID)
+	seq, err := s.decide(ctx, subject, func(recs []events.Record, last uint64) ([]Message, error) {
+		n := Node{ID: nodeID}
+		fold(&n, recs)
+		var ev events.Event
+		var err error
+		switch op {
+		case NodeCordon:
+			ev, err = n.Cordon(reason)
+		case NodeDrain:
+			ev, err = n.Drain(reason)
+		case NodeUncordon:
+			ev, err = n.Uncordon()
+		default:
+			err = Errorf(ErrInvalid, "unknown node operation %q", op)
+		}
+		return s.one(m, subject, last, ev, err)
+	})
+	return Appended{Seq: seq}, err
+}
+
+// SetMaintenance pauses (on) or resumes placement. The API keeps accepting pins; they stay queued.
+func (s *Service) SetMaintenance(ctx context.Context, m Meta, on bool, reason string) (Appended, error) {
+	if len(reason) > 1024 {
+		return Appended{}, Errorf(ErrInvalid, "the maintenance reason is limited to 1024 bytes")
+	}
+	seq, err := s.decide(ctx, events.SchedMaintenance, func(recs []events.Record, last uint64) ([]Message, error) {
+		current := false
+		for _, r := range recs {
+			if e, ok := r.Event.(events.MaintenanceSet); ok {
+				current = e.On
+			}
+		}
+		if current == on {
+			return nil, nil
+		}
+		return s.one(m, events.SchedMaintenance, last, events.MaintenanceSet{On: on, Reason: reason}, nil)
+	})
+	return Appended{Seq: seq}, err
+}

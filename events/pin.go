@@ -45,13 +45,19 @@ func (PinRemoved) EventType() Type   { return "pin.removed" }
 func (PinRemoved) EventVersion() int { return 1 }
 
 // PinStatusObserved is recorded by a node's worker when it observes a pin's status on its Kubo: pinning,
-// pinned or failed (with Info["status_details"] saying why). Subject obs.<node>.<org>.<request_id>.
+// pinned or failed (with Info["status_details"] saying why, and Info["dag_size"] when known). Subject
+// place.<node>.<org>.<request_id>, after the placement it reports on.
 type PinStatusObserved struct {
-	OrgID     string            `json:"org_id"`
-	RequestID string            `json:"request_id"`
-	NodeID    string            `json:"node_id"`
-	Status    string            `json:"status"`
-	Info      map[string]string `json:"info,omitempty"`
+	OrgID     string `json:"org_id"`
+	RequestID string `json:"request_id"`
+	NodeID    string `json:"node_id"`
+	// CID is the placement's CID, so a node's state can be rebuilt from the last message of each subject.
+	CID    string            `json:"cid,omitempty"`
+	Status string            `json:"status"`
+	Info   map[string]string `json:"info,omitempty"`
+	// PlacedSeq is the stream sequence of the placement this observation answers, so a reader can tell it from
+	// an observation of an earlier placement of the same pin on the node.
+	PlacedSeq uint64 `json:"placed_seq,omitempty"`
 }
 
 func (PinStatusObserved) EventType() Type   { return "pin.status_observed" }

@@ -9,7 +9,7 @@ import (
 const StreamName = "ANCHORAGE"
 
 // StreamSubjects are the subject spaces of the event stream, one per aggregate kind.
-var StreamSubjects = []string{"orgs.>", "pins.>", "tokens.>", "nodes.>", "place.>", "obs.>", "users.>", "sched.>"}
+var StreamSubjects = []string{"orgs.>", "pins.>", "tokens.>", "nodes.>", "place.>", "users.>", "sched.>"}
 
 // Subject builders: one subject per aggregate instance. IDs are validated to be single subject tokens.
 
@@ -17,17 +17,35 @@ func OrgSubject(org string) string            { return "orgs." + org }
 func PinSubject(org, requestID string) string { return "pins." + org + "." + requestID }
 func TokenSubject(org, tokenID string) string { return "tokens." + org + "." + tokenID }
 
-// ObsSubject is where node reports its observations of one pin.
-func ObsSubject(node, org, requestID string) string {
-	return "obs." + node + "." + org + "." + requestID
+// PlaceSubject holds one pin request's placement on one node: the scheduler's placed/unplaced decisions and the
+// node worker's status observations.
+func PlaceSubject(node, org, requestID string) string {
+	return "place." + node + "." + org + "." + requestID
 }
+
+// PlaceAnyNode matches a pin request's placement subjects on every node (for expected-sequence checks).
+func PlaceAnyNode(org, requestID string) string { return "place.*." + org + "." + requestID }
+
+// NodePlacements matches every placement subject of one node (its worker's filter).
+func NodePlacements(node string) string { return "place." + node + ".>" }
+
+// NodeSubject is a node's aggregate.
+func NodeSubject(node string) string { return "nodes." + node }
+
+// Scheduler subjects.
+const (
+	SchedTerm        = "sched.term"
+	SchedMaintenance = "sched.maintenance"
+)
 
 // Filters for consumers.
 const (
 	AllOrgs   = "orgs.>"
 	AllPins   = "pins.>"
 	AllTokens = "tokens.>"
-	AllObs    = "obs.>"
+	AllPlace  = "place.>"
+	AllNodes  = "nodes.>"
+	AllSched  = "sched.>"
 )
 
 // ValidToken reports whether s can be used as one subject token: non-empty, printable ASCII, no '.', '*', '>'

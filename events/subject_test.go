@@ -55,7 +55,8 @@ func TestSubjectBuilders(t *testing.T) {
 		{"org", events.OrgSubject(org), "orgs." + org, events.AllOrgs},
 		{"pin", events.PinSubject(org, req), "pins." + org + "." + req, events.AllPins},
 		{"token", events.TokenSubject(org, tok), "tokens." + org + "." + tok, events.AllTokens},
-		{"obs", events.ObsSubject(node, org, req), "obs." + node + "." + org + "." + req, events.AllObs},
+		{"place", events.PlaceSubject(node, org, req), "place." + node + "." + org + "." + req, events.AllPlace},
+		{"node", events.NodeSubject(node), "nodes." + node, events.AllNodes},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("%s subject = %q, want %q", tc.name, tc.got, tc.want)
@@ -94,7 +95,7 @@ func TestStreamSubjects(t *testing.T) {
 		}
 		seen[s] = true
 	}
-	for _, f := range []string{events.AllOrgs, events.AllPins, events.AllTokens, events.AllObs} {
+	for _, f := range []string{events.AllOrgs, events.AllPins, events.AllTokens, events.AllPlace, events.AllNodes, events.AllSched} {
 		if !seen[f] {
 			t.Errorf("consumer filter %q is not a stream subject", f)
 		}

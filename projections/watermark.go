@@ -94,3 +94,10 @@ func (h *Horizons) Get(org string) uint64 {
 	defer h.mu.Unlock()
 	return h.m[org]
 }
+
+// Changed returns a channel closed the next time name advances.
+func (w *Watermarks) Changed(name string) <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.get(name).ch
+}

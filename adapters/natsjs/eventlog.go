@@ -172,7 +172,12 @@ func header(m domain.Message) nats.Header {
 	if m.Envelope.Corr != "" {
 		h.Set(HeaderCorr, m.Envelope.Corr)
 	}
-	h.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(m.Expect, 10))
+	if !m.NoExpect {
+		h.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(m.Expect, 10))
+		if m.ExpectSubject != "" {
+			h.Set(jetstream.ExpectedLastSubjSeqSubjHeader, m.ExpectSubject)
+		}
+	}
 	return h
 }
 
@@ -389,38 +394,44 @@ func (l *EventLog) LastSeqFor(ctx context.Context, filter string) (uint64, error
 }
 
 // AppendBulk stores many single-event messages quickly, pipelining them (asynchronous publishes) instead of
-// waiting for each acknowledgement: for imports and seeding, not for commands. Each message still carries its
-// expected-sequence check, so messages must be for distinct subjects or ordered per subject with correct
-// expectations. It returns the first failure, after every publish has been answered.
-func (l *EventLog) AppendBulk(ctx context.Context, msgs []domain.Message) error {
+// waiting for each acknowledgement: for imports, seeding and the scheduler's independent decisions, not for
+// commands that depend on each other. Each message still carries its expected-sequence check, so messages must
+// be for distinct subjects. It returns each message's sequence (0 for one that failed) and the first failure,
+// after every publish has been answered.
+func (l *EventLog) AppendBulk(ctx context.Context, msgs []domain.Message) ([]uint64, error) {
 	var futures []jetstream.PubAckFuture
 	for _, m := range msgs {
 		body, err := events.Marshal(m.Envelope)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		f, err := l.js.PublishMsgAsync(&nats.Msg{Subject: m.Subject, Header: header(m), Data: body})
 		if err != nil {
-			return fmt.Errorf("bulk append: %w", err)
+			return nil, fmt.Errorf("bulk append: %w", err)
 		}
 		futures = append(futures, f)
 	}
+	seqs := make([]uint64, len(futures))
 	var first error
-	for _, f := range futures {
+	for i, f := range futures {
 		select {
-		case <-f.Ok():
+		case ack := <-f.Ok():
+			seqs[i] = ack.Sequence
 		case err := <-f.Err():
 			if first == nil {
 				first = l.publishErr(f.Msg().Subject, err)
 			}
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil, ctx.Err()
 		}
 	}
-	if first == nil && l.sync != nil {
+	if l.sync != nil {
 		if err := l.sync.Wait(ctx); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return first
+	for _, m := range msgs {
+		l.m.appended.WithLabelValues(string(m.Envelope.Type)).Inc()
+	}
+	return seqs, first
 }

@@ -36,9 +36,10 @@ var (
 
 // stream builds synthetic records with increasing sequences.
 type stream struct {
-	seq  uint64
-	recs []events.Record
-	at   time.Time
+	seq    uint64
+	recs   []events.Record
+	at     time.Time
+	placed map[string]uint64 // request id → its placement's sequence on node n1
 }
 
 func (s *stream) add(subject string, e events.Event) events.Record {
@@ -58,8 +59,17 @@ func (s *stream) request(org, name string, meta map[string]string, cid string) s
 	return id
 }
 
+// status places the pin on node n1 (once) and records n1's observation of it.
 func (s *stream) status(org, id, status string) {
-	s.add(events.ObsSubject("n1", org, id), events.PinStatusObserved{OrgID: org, RequestID: id, NodeID: "n1", Status: status, Info: map[string]string{"note": status}})
+	if s.placed == nil {
+		s.placed = map[string]uint64{}
+	}
+	if _, ok := s.placed[id]; !ok {
+		r := s.add(events.PlaceSubject("n1", org, id), events.PinPlaced{OrgID: org, RequestID: id, NodeID: "n1", CID: cids[0]})
+		s.placed[id] = r.Seq
+	}
+	s.add(events.PlaceSubject("n1", org, id), events.PinStatusObserved{OrgID: org, RequestID: id, NodeID: "n1", Status: status,
+		Info: map[string]string{"note": status}, PlacedSeq: s.placed[id]})
 }
 
 func (s *stream) remove(org, id string) {
@@ -105,7 +115,8 @@ func (f fixture) dump(t *testing.T) []string {
 	t.Helper()
 	var out []string
 	for _, q := range []string{
-		"SELECT org_id, request_id, pos, created, status, cid, name, name_lower, meta, origins, info, last_seq FROM pins ORDER BY org_id, pos",
+		"SELECT org_id, request_id, pos, created, status, cid, name, name_lower, meta, origins, info, placed_nodes, replicas, replaces, last_seq FROM pins ORDER BY org_id, pos",
+		"SELECT org_id, request_id, node_id, cid, status, info, placed_seq, term, moved_from, pin_gone, replaced_by, last_seq FROM placements ORDER BY 1, 2, 3",
 		"SELECT org_id, status, bucket, n FROM pin_counts WHERE n <> 0 ORDER BY 1, 2, 3",
 		"SELECT org_id, last_pos, last_created, live_pins FROM pin_org_state ORDER BY 1",
 	} {

@@ -182,13 +182,16 @@ type PinsProjector struct {
 	pool *pgxpool.Pool
 	mu   sync.Mutex
 	orgs map[uuid.UUID]*orgPos // cached pin_org_state positions; nil after any failure
+	term *uint64               // cached sched_state.term; nil after any failure
 }
 
 // NewPinsProjector returns the pins projector.
 func NewPinsProjector(pool *pgxpool.Pool) *PinsProjector { return &PinsProjector{pool: pool} }
 
-func (p *PinsProjector) Name() string      { return ProjectionPins }
-func (p *PinsProjector) Filters() []string { return []string{events.AllPins, events.AllObs} }
+func (p *PinsProjector) Name() string { return ProjectionPins }
+func (p *PinsProjector) Filters() []string {
+	return []string{events.AllPins, events.AllPlace, events.AllNodes, events.AllSched}
+}
 func (p *PinsProjector) Checkpoint(ctx context.Context) (uint64, error) {
 	return checkpoint(ctx, p.pool, ProjectionPins)
 }
@@ -200,12 +203,6 @@ type orgPos struct {
 	lastCreated time.Time
 }
 
-type statusUpdate struct {
-	status int16
-	info   []byte
-	seq    int64
-}
-
 type newPin struct {
 	key                 pinKey
 	pos                 int64
@@ -215,6 +212,7 @@ type newPin struct {
 	cidKey              []byte
 	name, nameLower     string
 	meta, origins, info []byte
+	replaces            uuid.UUID
 	seq                 int64 // -1: removed within the batch
 }
 
@@ -232,7 +230,7 @@ func (p *PinsProjector) Apply(ctx context.Context, prev uint64, recs []events.Re
 	defer p.mu.Unlock()
 	err := p.apply(ctx, prev, recs)
 	if err != nil {
-		p.orgs = nil // whatever happened, the cache may no longer match the table
+		p.orgs, p.term = nil, nil // whatever happened, the caches may no longer match the tables
 	}
 	return err
 }
@@ -284,11 +282,23 @@ func (p *PinsProjector) apply(ctx context.Context, prev uint64, recs []events.Re
 		next[org] = &c
 	}
 
+	if p.term == nil {
+		st, err := queries.SchedStateGet(ctx, p.pool)
+		if err != nil {
+			return interpret(err)
+		}
+		t := uint64(st.Term)
+		p.term = &t
+	}
+	term := *p.term
+
 	var inserts []*newPin
 	inserted := map[pinKey]*newPin{}
 	var deletes []pinKey
-	updates := map[pinKey]statusUpdate{}
-	var updateOrder []pinKey
+	var gone dbsqlc.PlacementsMarkGoneParams
+	pl := newPlacementFold()
+	var nodes []func(db dbsqlc.DBTX) error
+	var sched []func(db dbsqlc.DBTX) error
 
 	for _, r := range recs {
 		switch e := r.Event.(type) {
@@ -320,6 +330,11 @@ func (p *PinsProjector) apply(ctx context.Context, prev uint64, recs []events.Re
 				key: k, pos: st.lastPos, created: created, status: int16(projections.StatusQueued),
 				cid: e.CID, cidKey: pc.Key, name: e.Name, nameLower: strings.ToLower(e.Name), seq: int64(r.Seq),
 			}
+			if e.Replaces != "" {
+				if row.replaces, err = uuid.Parse(e.Replaces); err != nil {
+					return fmt.Errorf("event %d: replaces: %w", r.Seq, err)
+				}
+			}
 			if len(e.Meta) > 0 {
 				if row.meta, err = json.Marshal(e.Meta); err != nil {
 					return err
@@ -333,9 +348,9 @@ func (p *PinsProjector) apply(ctx context.Context, prev uint64, recs []events.Re
 			inserts = append(inserts, row)
 			inserted[k] = row
 		case events.PinReplaced, events.PinRemoved:
-			var org, id string
+			var org, id, by string
 			if rp, ok := e.(events.PinReplaced); ok {
-				org, id = rp.OrgID, rp.RequestID
+				org, id, by = rp.OrgID, rp.RequestID, rp.ReplacedBy
 			} else {
 				rm := e.(events.PinRemoved)
 				org, id = rm.OrgID, rm.RequestID
@@ -344,7 +359,17 @@ func (p *PinsProjector) apply(ctx context.Context, prev uint64, recs []events.Re
 			if err != nil {
 				return fmt.Errorf("event %d: %w", r.Seq, err)
 			}
-			delete(updates, k)
+			// Its placements stay until the scheduler releases them (after a replace's successor is pinned).
+			var byID uuid.UUID
+			if by != "" {
+				if byID, err = uuid.Parse(by); err != nil {
+					return fmt.Errorf("event %d: replaced_by: %w", r.Seq, err)
+				}
+			}
+			gone.OrgIds = append(gone.OrgIds, k.org)
+			gone.RequestIds = append(gone.RequestIds, k.id)
+			gone.ReplacedBys = append(gone.ReplacedBys, byID)
+			pl.removed(k, byID)
 			if row, ok := inserted[k]; ok {
 				// Created in this batch: it never reaches the table.
 				delete(inserted, k)
@@ -353,6 +378,52 @@ func (p *PinsProjector) apply(ctx context.Context, prev uint64, recs []events.Re
 				continue
 			}
 			deletes = append(deletes, k)
+		case events.SchedTermStarted:
+			term = max(term, e.Term)
+			sched = append(sched, func(db dbsqlc.DBTX) error {
+				return queries.SchedTermSet(ctx, db, dbsqlc.SchedTermSetParams{Term: int64(e.Term), LastSeq: int64(r.Seq)})
+			})
+		case events.MaintenanceSet:
+			at := r.At
+			sched = append(sched, func(db dbsqlc.DBTX) error {
+				return queries.SchedMaintenanceSet(ctx, db, dbsqlc.SchedMaintenanceSetParams{Maintenance: e.On, Note: e.Reason, At: at, LastSeq: int64(r.Seq)})
+			})
+		case events.NodeRegistered:
+			at := r.At
+			nodes = append(nodes, func(db dbsqlc.DBTX) error {
+				return queries.NodeRegister(ctx, db, dbsqlc.NodeRegisterParams{NodeID: e.NodeID, PeerID: e.PeerID, Addrs: e.Addrs, Capacity: e.Capacity, At: at, LastSeq: int64(r.Seq)})
+			})
+		case events.NodeCordoned, events.NodeDrained, events.NodeUncordoned:
+			node, state := "", int16(0)
+			switch e := e.(type) {
+			case events.NodeCordoned:
+				node, state = e.NodeID, 1
+			case events.NodeDrained:
+				node, state = e.NodeID, 2
+			case events.NodeUncordoned:
+				node = e.NodeID
+			}
+			nodes = append(nodes, func(db dbsqlc.DBTX) error {
+				return queries.NodeSetState(ctx, db, dbsqlc.NodeSetStateParams{NodeID: node, State: state, LastSeq: int64(r.Seq)})
+			})
+		case events.PinPlaced:
+			if e.Term < term {
+				continue // decided by a deposed scheduler: fenced off
+			}
+			k, err := keyOf(e.OrgID, e.RequestID)
+			if err != nil {
+				return fmt.Errorf("event %d: %w", r.Seq, err)
+			}
+			pl.placed(placementKey{k, e.NodeID}, e, r.Seq)
+		case events.PinUnplaced:
+			if e.Term < term {
+				continue
+			}
+			k, err := keyOf(e.OrgID, e.RequestID)
+			if err != nil {
+				return fmt.Errorf("event %d: %w", r.Seq, err)
+			}
+			pl.unplaced(placementKey{k, e.NodeID})
 		case events.PinStatusObserved:
 			k, err := keyOf(e.OrgID, e.RequestID)
 			if err != nil {
@@ -368,18 +439,16 @@ func (p *PinsProjector) apply(ctx context.Context, prev uint64, recs []events.Re
 					return err
 				}
 			}
-			if row, ok := inserted[k]; ok {
-				row.status, row.seq, row.info = int16(s), int64(r.Seq), info
-				continue
-			}
-			if _, seen := updates[k]; !seen {
-				updateOrder = append(updateOrder, k)
-			}
-			updates[k] = statusUpdate{status: int16(s), info: info, seq: int64(r.Seq)}
+			pl.observed(placementKey{k, e.NodeID}, int16(s), info, e.PlacedSeq, r.Seq)
 		}
 	}
 
 	err := applyBatch(ctx, p.pool, ProjectionPins, prev, recs, func(db dbsqlc.DBTX) error {
+		for _, f := range nodes {
+			if err := f(db); err != nil {
+				return err
+			}
+		}
 		if len(deletes) > 0 {
 			var prm dbsqlc.PinsDeleteParams
 			for _, k := range deletes {
@@ -390,20 +459,8 @@ func (p *PinsProjector) apply(ctx context.Context, prev uint64, recs []events.Re
 				return err
 			}
 		}
-		var upd dbsqlc.PinsSetStatusParams
-		for _, k := range updateOrder {
-			u, ok := updates[k]
-			if !ok {
-				continue
-			}
-			upd.OrgIds = append(upd.OrgIds, k.org)
-			upd.RequestIds = append(upd.RequestIds, k.id)
-			upd.Statuses = append(upd.Statuses, u.status)
-			upd.Infos = append(upd.Infos, jsonOrNull(u.info))
-			upd.LastSeqs = append(upd.LastSeqs, u.seq)
-		}
-		if len(upd.OrgIds) > 0 {
-			if err := queries.PinsSetStatus(ctx, db, upd); err != nil {
+		if len(gone.OrgIds) > 0 {
+			if err := queries.PlacementsMarkGone(ctx, db, gone); err != nil {
 				return err
 			}
 		}
@@ -424,12 +481,16 @@ func (p *PinsProjector) apply(ctx context.Context, prev uint64, recs []events.Re
 			ins.Metas = append(ins.Metas, jsonOrNull(row.meta))
 			ins.Origins = append(ins.Origins, jsonOrNull(row.origins))
 			ins.Infos = append(ins.Infos, jsonOrNull(row.info))
+			ins.Replaces = append(ins.Replaces, row.replaces)
 			ins.LastSeqs = append(ins.LastSeqs, row.seq)
 		}
 		if len(ins.OrgIds) > 0 {
 			if err := queries.PinsInsert(ctx, db, ins); err != nil {
 				return err
 			}
+		}
+		if err := pl.apply(ctx, db); err != nil {
+			return err
 		}
 		if len(next) > 0 {
 			var prm dbsqlc.PinOrgStateAdvanceParams
@@ -439,7 +500,14 @@ func (p *PinsProjector) apply(ctx context.Context, prev uint64, recs []events.Re
 				prm.LastCreated = append(prm.LastCreated, st.lastCreated)
 				prm.Added = append(prm.Added, added[org])
 			}
-			return queries.PinOrgStateAdvance(ctx, db, prm)
+			if err := queries.PinOrgStateAdvance(ctx, db, prm); err != nil {
+				return err
+			}
+		}
+		for _, f := range sched {
+			if err := f(db); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
@@ -449,6 +517,7 @@ func (p *PinsProjector) apply(ctx context.Context, prev uint64, recs []events.Re
 	for org, st := range next {
 		p.orgs[org] = st
 	}
+	*p.term = term
 	return nil
 }
 

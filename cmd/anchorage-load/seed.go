@@ -46,56 +46,67 @@ func (n *node) seed(count int) error {
 	org := domain.OrgIDForSlug("dev")
 	base := time.Now().Add(-time.Duration(count+1000) * time.Millisecond).Truncate(time.Millisecond)
 	start := time.Now()
-	const chunk = 4000
-	var msgs []domain.Message
-	events_ := 0
-	flush := func() error {
-		if len(msgs) == 0 {
-			return nil
-		}
-		err := log.AppendBulk(ctx, msgs)
-		events_ += len(msgs)
-		msgs = msgs[:0]
-		return err
+	const chunk = 2000
+	total := 0
+	env := func(e events.Event) (events.Envelope, error) {
+		return events.New(uuid.NewString(), time.Now(), "system:load", "seed", e)
 	}
-	for i := 0; i < count; i++ {
-		id := uuid.Must(uuid.NewV7()).String()
-		req := events.PinRequested{OrgID: org, RequestID: id, CID: randomCID(), Name: "seed-" + strconv.Itoa(i),
-			Meta: map[string]string{"w": strconv.Itoa(i % 16)}, Created: base.Add(time.Duration(i) * time.Millisecond)}
-		env, err := events.New(uuid.NewString(), time.Now(), "system:load", "seed", req)
-		if err != nil {
-			return err
-		}
-		msgs = append(msgs, domain.Message{Subject: events.PinSubject(org, id), Expect: 0, Envelope: env})
-		status := ""
-		switch r := i % 20; {
-		case r < 16:
-			status = "pinned"
-		case r == 16:
-			status = "failed"
-		case r == 17:
-			status = "pinning"
-		}
-		if status != "" {
-			obs := events.PinStatusObserved{OrgID: org, RequestID: id, NodeID: "seed", Status: status}
-			env, err := events.New(uuid.NewString(), time.Now(), "system:load", "seed", obs)
+	for lo := 0; lo < count; lo += chunk {
+		hi := min(lo+chunk, count)
+		// Requests and their placements on the pseudo-node "seed" (nothing fetches these random CIDs), then the
+		// statuses observed for those placements.
+		var reqs []domain.Message
+		var ids []string
+		for i := lo; i < hi; i++ {
+			id := uuid.Must(uuid.NewV7()).String()
+			cid := randomCID()
+			req, err := env(events.PinRequested{OrgID: org, RequestID: id, CID: cid, Name: "seed-" + strconv.Itoa(i),
+				Meta: map[string]string{"w": strconv.Itoa(i % 16)}, Created: base.Add(time.Duration(i) * time.Millisecond)})
 			if err != nil {
 				return err
 			}
-			msgs = append(msgs, domain.Message{Subject: events.ObsSubject("seed", org, id), Expect: 0, Envelope: env})
-		}
-		if len(msgs) >= chunk {
-			if err := flush(); err != nil {
+			placed, err := env(events.PinPlaced{OrgID: org, RequestID: id, NodeID: "seed", CID: cid})
+			if err != nil {
 				return err
 			}
+			reqs = append(reqs, domain.Message{Subject: events.PinSubject(org, id), Expect: 0, Envelope: req},
+				domain.Message{Subject: events.PlaceSubject("seed", org, id), Expect: 0, Envelope: placed})
+			ids = append(ids, id)
 		}
-		if i > 0 && i%200000 == 0 {
-			fmt.Printf("  seeded %d pins (%d events) in %s\n", i, events_, time.Since(start).Round(time.Millisecond))
+		seqs, err := log.AppendBulk(ctx, reqs)
+		if err != nil {
+			return err
+		}
+		var obs []domain.Message
+		for k, id := range ids {
+			status := ""
+			switch r := (lo + k) % 20; {
+			case r < 16:
+				status = "pinned"
+			case r == 16:
+				status = "failed"
+			case r == 17:
+				status = "pinning"
+			}
+			if status == "" {
+				continue // stays queued
+			}
+			placedSeq := seqs[2*k+1]
+			o, err := env(events.PinStatusObserved{OrgID: org, RequestID: id, NodeID: "seed", Status: status, PlacedSeq: placedSeq})
+			if err != nil {
+				return err
+			}
+			obs = append(obs, domain.Message{Subject: events.PlaceSubject("seed", org, id), Expect: placedSeq, Envelope: o})
+		}
+		if _, err := log.AppendBulk(ctx, obs); err != nil {
+			return err
+		}
+		total += len(reqs) + len(obs)
+		if lo > 0 && lo%200000 == 0 {
+			fmt.Printf("  seeded %d pins (%d events) in %s\n", lo, total, time.Since(start).Round(time.Millisecond))
 		}
 	}
-	if err := flush(); err != nil {
-		return err
-	}
+	events_ := total
 	appended := time.Since(start)
 	last, err := log.LastSeq(ctx)
 	if err != nil {
@@ -115,8 +126,8 @@ func (n *node) seed(count int) error {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	total := time.Since(start)
-	fmt.Printf("seed: projected in %s after the first append (%.0f events/s end to end)\n", total.Round(time.Millisecond), float64(events_)/total.Seconds())
+	took := time.Since(start)
+	fmt.Printf("seed: projected in %s after the first append (%.0f events/s end to end)\n", took.Round(time.Millisecond), float64(events_)/took.Seconds())
 	return nil
 }
 

@@ -42,13 +42,14 @@ func startTestNode(t *testing.T) *testNode {
 	cfg.Auth.APIToken.SigningKeys = []config.SigningKey{{ID: "k1", Path: keyPath, Primary: true}}
 	db := pgschema.New(t)
 	kubo := kubotest.Daemon(t)
-	delegates, err := kuboDelegates(kubo.APIURL())
+	_, delegates, err := kuboClient(kubo.APIURL(), 4)
 	require.NoError(t, err)
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	if os.Getenv("ANCHORAGE_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	a, err := startApp(ctx, appOptions{Cfg: cfg, OwnerDSN: db.OwnerDSN, APIDSN: db.APIDSN, Delegates: delegates, Logger: log})
+	// No storage node and no scheduler: the checklist moves pins through statuses by hand (SetStatus).
+	a, err := startApp(ctx, appOptions{Cfg: cfg, OwnerDSN: db.OwnerDSN, APIDSN: db.APIDSN, Delegates: delegates, Logger: log, NoScheduler: true})
 	require.NoError(t, err)
 	t.Cleanup(func() { a.close(context.Background()) })
 	return &testNode{app: a, db: db}
@@ -79,15 +80,33 @@ func (n *testNode) mint(t *testing.T, orgID string, scopes ...string) string {
 	return jwt
 }
 
-// setStatus records a node's observation of a pin through the real event log and waits until the API shows it.
+// setStatus places a pin on a test node (once, at the current scheduler term) and records that node's
+// observation of it through the real event log, then waits until the API shows it.
 func (n *testNode) setStatus(tb testing.TB, orgID, token, requestID, status string) {
 	tb.Helper()
 	ctx := context.Background()
-	subject := events.ObsSubject("test-node", orgID, requestID)
-	_, last, err := n.elog.Load(ctx, subject)
+	subject := events.PlaceSubject("test-node", orgID, requestID)
+	recs, last, err := n.elog.Load(ctx, subject)
 	require.NoError(tb, err)
+	placedSeq := uint64(0)
+	for _, r := range recs {
+		if _, ok := r.Event.(events.PinPlaced); ok {
+			placedSeq = r.Seq
+		}
+	}
+	if placedSeq == 0 {
+		var term uint64
+		require.NoError(tb, n.owner.QueryRow(ctx, "SELECT term FROM sched_state").Scan(&term))
+		env, err := events.New(uuid.NewString(), time.Now(), "system:test", "", events.PinPlaced{
+			OrgID: orgID, RequestID: requestID, NodeID: "test-node", CID: "bafkqaaa", Term: term,
+		})
+		require.NoError(tb, err)
+		seqs, err := n.elog.Append(ctx, domain.Message{Subject: subject, Expect: last, Envelope: env})
+		require.NoError(tb, err)
+		placedSeq, last = seqs[0], seqs[0]
+	}
 	env, err := events.New(uuid.NewString(), time.Now(), "system:test", "", events.PinStatusObserved{
-		OrgID: orgID, RequestID: requestID, NodeID: "test-node", Status: status,
+		OrgID: orgID, RequestID: requestID, NodeID: "test-node", Status: status, PlacedSeq: placedSeq,
 	})
 	require.NoError(tb, err)
 	_, err = n.elog.Append(ctx, domain.Message{Subject: subject, Expect: last, Envelope: env})

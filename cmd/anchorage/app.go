@@ -17,6 +17,7 @@ import (
 	"time"
 
 	httpapi "github.com/anchorage-pin/anchorage/adapters/http"
+	"github.com/anchorage-pin/anchorage/adapters/kubo"
 	"github.com/anchorage-pin/anchorage/adapters/natsjs"
 	"github.com/anchorage-pin/anchorage/adapters/postgres"
 	"github.com/anchorage-pin/anchorage/adapters/tokens"
@@ -40,6 +41,10 @@ type appOptions struct {
 	// Delegates returns the serving node's own multiaddrs (each ending /p2p/<peerID>).
 	Delegates func(ctx context.Context) []string
 	Logger    *slog.Logger
+	// Kubo is this node's paired daemon; nil runs no storage node (API, projections and scheduler only).
+	Kubo *kubo.Client
+	// NoScheduler keeps this process out of the scheduler election (tests that place pins by hand).
+	NoScheduler bool
 }
 
 // app is one running anchorage node: embedded NATS with the event log, projectors, the token registry and
@@ -59,6 +64,10 @@ type app struct {
 	svc    *domain.Service
 	srv    *http.Server
 	addr   string
+
+	presence *natsjs.Presence
+	workers  []*projections.Worker
+	nodeIDs  []string
 
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -152,6 +161,26 @@ func startApp(ctx context.Context, o appOptions) (_ *app, err error) {
 		Tokens: domain.TokenPolicy{DefaultTTL: o.Cfg.Auth.APIToken.DefaultTTL.D(), MaxTTL: o.Cfg.Auth.APIToken.MaxTTL.D()},
 	}
 
+	// Placement: presence (liveness), this node's worker, and the scheduler candidate.
+	if a.presence, err = natsjs.OpenPresence(ctx, a.elog.JetStream(), presenceBucket, presenceTTL, 1); err != nil {
+		return nil, err
+	}
+	a.presence.SetLogger(a.log)
+	if o.Kubo != nil {
+		if err := a.startNode(ctx, o.Kubo); err != nil {
+			return nil, err
+		}
+	}
+	if !o.NoScheduler {
+		schedID := uuid.NewString()
+		if len(a.nodeIDs) > 0 {
+			schedID = a.nodeIDs[0]
+		}
+		if err := a.startScheduler(ctx, schedID); err != nil {
+			return nil, err
+		}
+	}
+
 	// The API.
 	handler, err := httpapi.New(httpapi.Config{
 		Auth:           tokenAuth{&tokens.Verifier{Keys: a.keys, Registry: a.tokens}},
@@ -200,6 +229,11 @@ func (a *app) close(ctx context.Context) {
 		}
 		a.cancel()
 		a.wg.Wait()
+		for _, id := range a.nodeIDs {
+			gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			_ = a.presence.Gone(gctx, id)
+			cancel()
+		}
 		if a.api != nil {
 			a.api.Close()
 		}

@@ -157,11 +157,13 @@ func startDev(ctx context.Context, e env, o devOptions) (_ *devNode, err error) 
 		}
 		cfg.Kubo.RPCURL = n.kubo.APIURL()
 	}
-	if delegates, err = kuboDelegates(cfg.Kubo.RPCURL); err != nil {
+	kc, err := kubo.New(cfg.Kubo.RPCURL, cfg.Kubo.Concurrency*2)
+	if err != nil {
 		return nil, err
 	}
+	delegates = kubo.NewDelegates(kc, 30*time.Second).Addrs
 
-	n.app, err = startApp(ctx, appOptions{Cfg: cfg, OwnerDSN: ownerDSN, APIDSN: apiDSN, Delegates: delegates, Logger: log})
+	n.app, err = startApp(ctx, appOptions{Cfg: cfg, OwnerDSN: ownerDSN, APIDSN: apiDSN, Delegates: delegates, Logger: log, Kubo: kc})
 	if err != nil {
 		return nil, err
 	}
@@ -264,11 +266,11 @@ func writeDevConfig(cfg config.Config, ownerDSN, apiDSN string) error {
 	return os.WriteFile(filepath.Join(cfg.DataDir, "anchorage.yaml"), append([]byte(header), b...), 0o600)
 }
 
-func kuboDelegates(rpcURL string) (func(context.Context) []string, error) {
-	c, err := kubo.New(rpcURL, 4)
+// kuboClient connects to a Kubo RPC API and returns the client with the delegates it provides.
+func kuboClient(rpcURL string, conns int) (*kubo.Client, func(context.Context) []string, error) {
+	c, err := kubo.New(rpcURL, conns)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	d := kubo.NewDelegates(c, 30*time.Second)
-	return d.Addrs, nil
+	return c, kubo.NewDelegates(c, 30*time.Second).Addrs, nil
 }

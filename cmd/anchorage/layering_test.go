@@ -23,7 +23,7 @@ func TestLayering(t *testing.T) {
 		"events":      nil,
 		"migrations":  nil,
 		"domain":      {"github.com/ipfs/go-cid", "github.com/multiformats/go-multiaddr", "github.com/google/uuid"},
-		"projections": {"github.com/prometheus/client_golang/"},
+		"projections": {"github.com/prometheus/client_golang/", "github.com/google/uuid"},
 	}
 	rank := map[string]int{"events": 0, "migrations": 0, "domain": 1, "projections": 2, "adapters": 3, "cmd": 4}
 	checked := 0

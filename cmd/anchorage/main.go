@@ -115,11 +115,11 @@ func serveCmd(e env) *cobra.Command {
 			if cfg.Kubo.RPCURL == "" {
 				return errors.New("kubo.rpcURL is required with serve: anchorage needs the RPC address of its node's Kubo daemon")
 			}
-			delegates, err := kuboDelegates(cfg.Kubo.RPCURL)
+			kc, delegates, err := kuboClient(cfg.Kubo.RPCURL, cfg.Kubo.Concurrency*2)
 			if err != nil {
 				return err
 			}
-			a, err := startApp(cmd.Context(), appOptions{Cfg: cfg, OwnerDSN: cfg.Postgres.URL, APIDSN: cfg.Postgres.APIURL, Delegates: delegates, Logger: log})
+			a, err := startApp(cmd.Context(), appOptions{Cfg: cfg, OwnerDSN: cfg.Postgres.URL, APIDSN: cfg.Postgres.APIURL, Delegates: delegates, Logger: log, Kubo: kc})
 			if err != nil {
 				return err
 			}

@@ -14,14 +14,14 @@ SET last_pos = excluded.last_pos, last_created = excluded.last_created, live_pin
 -- One statement for a whole batch, counts included (COPY is not allowed on tables under forced row-level
 -- security). Empty names and JSON null stand for NULL.
 WITH ins AS (
-    INSERT INTO pins (org_id, request_id, pos, created, status, cid, cid_key, name, name_lower, meta, origins, info, last_seq)
+    INSERT INTO pins (org_id, request_id, pos, created, status, cid, cid_key, name, name_lower, meta, origins, info, replaces, last_seq)
     SELECT r.org_id, r.request_id, r.pos, r.created, r.status, r.cid, r.cid_key, nullif(r.name, ''), nullif(r.name_lower, ''),
-           nullif(r.meta, 'null'::jsonb), nullif(r.origins, 'null'::jsonb), nullif(r.info, 'null'::jsonb), r.last_seq
+           nullif(r.meta, 'null'::jsonb), nullif(r.origins, 'null'::jsonb), nullif(r.info, 'null'::jsonb), nullif(r.replaces, '00000000-0000-0000-0000-000000000000'::uuid), r.last_seq
     FROM (SELECT unnest(@org_ids::uuid[]) AS org_id, unnest(@request_ids::uuid[]) AS request_id, unnest(@pos::bigint[]) AS pos,
                  unnest(@created::timestamptz[]) AS created, unnest(@statuses::smallint[]) AS status, unnest(@cids::text[]) AS cid,
                  unnest(@cid_keys::bytea[]) AS cid_key, unnest(@names::text[]) AS name, unnest(@name_lowers::text[]) AS name_lower,
                  unnest(@metas::jsonb[]) AS meta, unnest(@origins::jsonb[]) AS origins, unnest(@infos::jsonb[]) AS info,
-                 unnest(@last_seqs::bigint[]) AS last_seq) r
+                 unnest(@replaces::uuid[]) AS replaces, unnest(@last_seqs::bigint[]) AS last_seq) r
     RETURNING org_id, status, pos
 )
 INSERT INTO pin_counts (org_id, status, bucket, n)
@@ -44,30 +44,12 @@ UPDATE pin_org_state s SET live_pins = s.live_pins - g.n
 FROM (SELECT org_id, count(*) AS n FROM d GROUP BY org_id) g
 WHERE s.org_id = g.org_id;
 
--- name: PinsSetStatus :exec
--- Applies status observations and moves the counts, in one statement.
-WITH u AS (
-    UPDATE pins p SET status = t.status, info = nullif(t.info, 'null'::jsonb), last_seq = t.last_seq
-    FROM (SELECT unnest(@org_ids::uuid[]) AS org_id, unnest(@request_ids::uuid[]) AS request_id,
-                 unnest(@statuses::smallint[]) AS status, unnest(@infos::jsonb[]) AS info, unnest(@last_seqs::bigint[]) AS last_seq) t,
-         LATERAL (SELECT q.status AS old_status FROM pins q WHERE q.org_id = t.org_id AND q.request_id = t.request_id) o
-    WHERE p.org_id = t.org_id AND p.request_id = t.request_id
-    RETURNING p.org_id, p.pos, o.old_status, p.status AS new_status
-)
-INSERT INTO pin_counts (org_id, status, bucket, n)
-SELECT x.org_id, x.status, x.bucket, sum(x.delta) FROM (
-    SELECT org_id, old_status AS status, pos / 1024 AS bucket, -1 AS delta FROM u WHERE old_status <> new_status
-    UNION ALL
-    SELECT org_id, new_status, pos / 1024, 1 FROM u WHERE old_status <> new_status
-) x
-GROUP BY 1, 2, 3
-ON CONFLICT (org_id, status, bucket) DO UPDATE SET n = pin_counts.n + excluded.n;
-
 -- API side (API role, org set with set_config('app.org_id', ..., true); RLS scopes every statement) -------------
 
 -- name: PinGet :one
-SELECT request_id, created, status, cid, name, meta, origins, info, delegates
-FROM pins WHERE request_id = @request_id;
+SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info,
+       (SELECT coalesce(array_agg(a ORDER BY n.node_id), '{}')::text[] FROM nodes n CROSS JOIN LATERAL unnest(n.addrs) AS a WHERE n.node_id = ANY(q.placed_nodes)) AS delegates
+FROM pins q WHERE q.request_id = @request_id;
 
 -- The list and count queries below come in one variant per driving filter (none, cid, name, meta, name
 -- pattern), most selective first, each carrying the remaining filters as plain predicates. Every variant thus
@@ -78,7 +60,8 @@ FROM pins WHERE request_id = @request_id;
 -- name: PinsList :many
 -- Newest first with no content filter: one index range per status (org, status, pos), merged: O(statuses ×
 -- limit) rows read, whatever the org's size.
-SELECT p.request_id, p.created, p.status, p.cid, p.name, p.meta, p.origins, p.info, p.delegates
+SELECT p.request_id, p.created, p.status, p.cid, p.name, p.meta, p.origins, p.info,
+       (SELECT coalesce(array_agg(a ORDER BY n.node_id), '{}')::text[] FROM nodes n CROSS JOIN LATERAL unnest(n.addrs) AS a WHERE n.node_id = ANY(p.placed_nodes)) AS delegates
 FROM unnest(@statuses::smallint[]) AS s(status)
 CROSS JOIN LATERAL (
     SELECT q.* FROM pins q
@@ -97,7 +80,9 @@ LIMIT @lim::int;
 
 -- name: PinsListByCID :many
 WITH m AS MATERIALIZED (SELECT * FROM pins WHERE cid_key = ANY(@cid_keys::bytea[]))
-SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM m q
+SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info,
+       (SELECT coalesce(array_agg(a ORDER BY n.node_id), '{}')::text[] FROM nodes n CROSS JOIN LATERAL unnest(n.addrs) AS a WHERE n.node_id = ANY(q.placed_nodes)) AS delegates
+FROM m q
 WHERE q.status = ANY(@statuses::smallint[])
   AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= sqlc.narg(after)::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
   AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= sqlc.narg(before)::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
@@ -109,7 +94,9 @@ LIMIT @lim::int;
 
 -- name: PinsListByName :many
 WITH m AS MATERIALIZED (SELECT * FROM pins WHERE name_lower = @name_lower::text)
-SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM m q
+SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info,
+       (SELECT coalesce(array_agg(a ORDER BY n.node_id), '{}')::text[] FROM nodes n CROSS JOIN LATERAL unnest(n.addrs) AS a WHERE n.node_id = ANY(q.placed_nodes)) AS delegates
+FROM m q
 WHERE q.status = ANY(@statuses::smallint[])
   AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= sqlc.narg(after)::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
   AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= sqlc.narg(before)::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
@@ -128,7 +115,9 @@ WITH m AS MATERIALIZED (
     ORDER BY f.pos DESC
     LIMIT @lim::int
 )
-SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM m JOIN pins q ON q.request_id = m.request_id
+SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info,
+       (SELECT coalesce(array_agg(a ORDER BY n.node_id), '{}')::text[] FROM nodes n CROSS JOIN LATERAL unnest(n.addrs) AS a WHERE n.node_id = ANY(q.placed_nodes)) AS delegates
+FROM m JOIN pins q ON q.request_id = m.request_id
 ORDER BY q.pos DESC;
 
 -- name: PinsListByNamePattern :many
@@ -141,7 +130,9 @@ WITH m AS MATERIALIZED (
     ORDER BY f.pos DESC
     LIMIT @lim::int
 )
-SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM m JOIN pins q ON q.request_id = m.request_id
+SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info,
+       (SELECT coalesce(array_agg(a ORDER BY n.node_id), '{}')::text[] FROM nodes n CROSS JOIN LATERAL unnest(n.addrs) AS a WHERE n.node_id = ANY(q.placed_nodes)) AS delegates
+FROM m JOIN pins q ON q.request_id = m.request_id
 ORDER BY q.pos DESC;
 
 -- name: PinsCountByCID :one

@@ -175,7 +175,7 @@ func (b *Backend) SetStatus(ctx context.Context, org, requestID, status string, 
 	if _, ok := projections.ParseStatus(status); !ok {
 		return fmt.Errorf("memfake: unknown status %q", status)
 	}
-	subject := events.ObsSubject(NodeID, org, requestID)
+	subject := events.PlaceSubject(NodeID, org, requestID)
 	env, err := events.New(uuid.NewString(), time.Now(), "system:memfake", "", events.PinStatusObserved{
 		OrgID: org, RequestID: requestID, NodeID: NodeID, Status: status, Info: info,
 	})

@@ -10,6 +10,17 @@ import (
 	"github.com/google/uuid"
 )
 
+type Node struct {
+	NodeID       string
+	PeerID       string
+	Addrs        []string
+	Capacity     int64
+	State        int16
+	RegisteredAt time.Time
+	Placed       int64
+	LastSeq      int64
+}
+
 type Org struct {
 	OrgID     uuid.UUID
 	Slug      string
@@ -20,20 +31,22 @@ type Org struct {
 }
 
 type Pin struct {
-	OrgID     uuid.UUID
-	RequestID uuid.UUID
-	Pos       int64
-	Created   time.Time
-	Status    int16
-	Cid       string
-	CidKey    []byte
-	Name      *string
-	NameLower *string
-	Meta      []byte
-	Origins   []byte
-	Info      []byte
-	Delegates []string
-	LastSeq   int64
+	OrgID       uuid.UUID
+	RequestID   uuid.UUID
+	Pos         int64
+	Created     time.Time
+	Status      int16
+	Cid         string
+	CidKey      []byte
+	Name        *string
+	NameLower   *string
+	Meta        []byte
+	Origins     []byte
+	Info        []byte
+	LastSeq     int64
+	PlacedNodes []string
+	Replicas    int16
+	Replaces    *uuid.UUID
 }
 
 type PinCount struct {
@@ -50,10 +63,34 @@ type PinOrgState struct {
 	LivePins    int64
 }
 
+type Placement struct {
+	OrgID      uuid.UUID
+	RequestID  uuid.UUID
+	NodeID     string
+	Cid        string
+	Status     int16
+	Info       []byte
+	PlacedSeq  int64
+	Term       int64
+	MovedFrom  *string
+	PinGone    bool
+	ReplacedBy *uuid.UUID
+	LastSeq    int64
+}
+
 type ProjectionCheckpoint struct {
 	Name      string
 	LastSeq   int64
 	UpdatedAt time.Time
+}
+
+type SchedState struct {
+	ID               int32
+	Term             int64
+	Maintenance      bool
+	MaintenanceSince *time.Time
+	MaintenanceNote  string
+	LastSeq          int64
 }
 
 type Token struct {

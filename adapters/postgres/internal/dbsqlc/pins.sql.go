@@ -14,8 +14,9 @@ import (
 
 const PinGet = `-- name: PinGet :one
 
-SELECT request_id, created, status, cid, name, meta, origins, info, delegates
-FROM pins WHERE request_id = $1
+SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info,
+       (SELECT coalesce(array_agg(a ORDER BY n.node_id), '{}')::text[] FROM nodes n CROSS JOIN LATERAL unnest(n.addrs) AS a WHERE n.node_id = ANY(q.placed_nodes)) AS delegates
+FROM pins q WHERE q.request_id = $1
 `
 
 type PinGetRow struct {
@@ -106,7 +107,7 @@ func (q *Queries) PinOrgStateGet(ctx context.Context, db DBTX, orgIds []uuid.UUI
 }
 
 const PinsCountByCID = `-- name: PinsCountByCID :one
-WITH m AS MATERIALIZED (SELECT org_id, request_id, pos, created, status, cid, cid_key, name, name_lower, meta, origins, info, delegates, last_seq FROM pins WHERE cid_key = ANY($11::bytea[]))
+WITH m AS MATERIALIZED (SELECT org_id, request_id, pos, created, status, cid, cid_key, name, name_lower, meta, origins, info, last_seq, placed_nodes, replicas, replaces FROM pins WHERE cid_key = ANY($11::bytea[]))
 SELECT count(*)::bigint AS n FROM m q
 WHERE q.status = ANY($1::smallint[])
   AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $2::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
@@ -183,7 +184,7 @@ func (q *Queries) PinsCountByMeta(ctx context.Context, db DBTX, arg PinsCountByM
 }
 
 const PinsCountByName = `-- name: PinsCountByName :one
-WITH m AS MATERIALIZED (SELECT org_id, request_id, pos, created, status, cid, cid_key, name, name_lower, meta, origins, info, delegates, last_seq FROM pins WHERE name_lower = $7::text)
+WITH m AS MATERIALIZED (SELECT org_id, request_id, pos, created, status, cid, cid_key, name, name_lower, meta, origins, info, last_seq, placed_nodes, replicas, replaces FROM pins WHERE name_lower = $7::text)
 SELECT count(*)::bigint AS n FROM m q
 WHERE q.status = ANY($1::smallint[])
   AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $2::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
@@ -313,14 +314,14 @@ func (q *Queries) PinsDelete(ctx context.Context, db DBTX, arg PinsDeleteParams)
 
 const PinsInsert = `-- name: PinsInsert :exec
 WITH ins AS (
-    INSERT INTO pins (org_id, request_id, pos, created, status, cid, cid_key, name, name_lower, meta, origins, info, last_seq)
+    INSERT INTO pins (org_id, request_id, pos, created, status, cid, cid_key, name, name_lower, meta, origins, info, replaces, last_seq)
     SELECT r.org_id, r.request_id, r.pos, r.created, r.status, r.cid, r.cid_key, nullif(r.name, ''), nullif(r.name_lower, ''),
-           nullif(r.meta, 'null'::jsonb), nullif(r.origins, 'null'::jsonb), nullif(r.info, 'null'::jsonb), r.last_seq
+           nullif(r.meta, 'null'::jsonb), nullif(r.origins, 'null'::jsonb), nullif(r.info, 'null'::jsonb), nullif(r.replaces, '00000000-0000-0000-0000-000000000000'::uuid), r.last_seq
     FROM (SELECT unnest($1::uuid[]) AS org_id, unnest($2::uuid[]) AS request_id, unnest($3::bigint[]) AS pos,
                  unnest($4::timestamptz[]) AS created, unnest($5::smallint[]) AS status, unnest($6::text[]) AS cid,
                  unnest($7::bytea[]) AS cid_key, unnest($8::text[]) AS name, unnest($9::text[]) AS name_lower,
                  unnest($10::jsonb[]) AS meta, unnest($11::jsonb[]) AS origins, unnest($12::jsonb[]) AS info,
-                 unnest($13::bigint[]) AS last_seq) r
+                 unnest($13::uuid[]) AS replaces, unnest($14::bigint[]) AS last_seq) r
     RETURNING org_id, status, pos
 )
 INSERT INTO pin_counts (org_id, status, bucket, n)
@@ -341,6 +342,7 @@ type PinsInsertParams struct {
 	Metas      [][]byte
 	Origins    [][]byte
 	Infos      [][]byte
+	Replaces   []uuid.UUID
 	LastSeqs   []int64
 }
 
@@ -360,6 +362,7 @@ func (q *Queries) PinsInsert(ctx context.Context, db DBTX, arg PinsInsertParams)
 		arg.Metas,
 		arg.Origins,
 		arg.Infos,
+		arg.Replaces,
 		arg.LastSeqs,
 	)
 	return err
@@ -367,10 +370,11 @@ func (q *Queries) PinsInsert(ctx context.Context, db DBTX, arg PinsInsertParams)
 
 const PinsList = `-- name: PinsList :many
 
-SELECT p.request_id, p.created, p.status, p.cid, p.name, p.meta, p.origins, p.info, p.delegates
+SELECT p.request_id, p.created, p.status, p.cid, p.name, p.meta, p.origins, p.info,
+       (SELECT coalesce(array_agg(a ORDER BY n.node_id), '{}')::text[] FROM nodes n CROSS JOIN LATERAL unnest(n.addrs) AS a WHERE n.node_id = ANY(p.placed_nodes)) AS delegates
 FROM unnest($1::smallint[]) AS s(status)
 CROSS JOIN LATERAL (
-    SELECT q.org_id, q.request_id, q.pos, q.created, q.status, q.cid, q.cid_key, q.name, q.name_lower, q.meta, q.origins, q.info, q.delegates, q.last_seq FROM pins q
+    SELECT q.org_id, q.request_id, q.pos, q.created, q.status, q.cid, q.cid_key, q.name, q.name_lower, q.meta, q.origins, q.info, q.last_seq, q.placed_nodes, q.replicas, q.replaces FROM pins q
     WHERE q.status = s.status
       AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $2::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
       AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= $3::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
@@ -444,8 +448,10 @@ func (q *Queries) PinsList(ctx context.Context, db DBTX, arg PinsListParams) ([]
 
 const PinsListByCID = `-- name: PinsListByCID :many
 
-WITH m AS MATERIALIZED (SELECT org_id, request_id, pos, created, status, cid, cid_key, name, name_lower, meta, origins, info, delegates, last_seq FROM pins WHERE cid_key = ANY($12::bytea[]))
-SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM m q
+WITH m AS MATERIALIZED (SELECT org_id, request_id, pos, created, status, cid, cid_key, name, name_lower, meta, origins, info, last_seq, placed_nodes, replicas, replaces FROM pins WHERE cid_key = ANY($12::bytea[]))
+SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info,
+       (SELECT coalesce(array_agg(a ORDER BY n.node_id), '{}')::text[] FROM nodes n CROSS JOIN LATERAL unnest(n.addrs) AS a WHERE n.node_id = ANY(q.placed_nodes)) AS delegates
+FROM m q
 WHERE q.status = ANY($1::smallint[])
   AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $2::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
   AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= $3::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
@@ -539,7 +545,9 @@ WITH m AS MATERIALIZED (
     ORDER BY f.pos DESC
     LIMIT $8::int
 )
-SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM m JOIN pins q ON q.request_id = m.request_id
+SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info,
+       (SELECT coalesce(array_agg(a ORDER BY n.node_id), '{}')::text[] FROM nodes n CROSS JOIN LATERAL unnest(n.addrs) AS a WHERE n.node_id = ANY(q.placed_nodes)) AS delegates
+FROM m JOIN pins q ON q.request_id = m.request_id
 ORDER BY q.pos DESC
 `
 
@@ -606,8 +614,10 @@ func (q *Queries) PinsListByMeta(ctx context.Context, db DBTX, arg PinsListByMet
 }
 
 const PinsListByName = `-- name: PinsListByName :many
-WITH m AS MATERIALIZED (SELECT org_id, request_id, pos, created, status, cid, cid_key, name, name_lower, meta, origins, info, delegates, last_seq FROM pins WHERE name_lower = $8::text)
-SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM m q
+WITH m AS MATERIALIZED (SELECT org_id, request_id, pos, created, status, cid, cid_key, name, name_lower, meta, origins, info, last_seq, placed_nodes, replicas, replaces FROM pins WHERE name_lower = $8::text)
+SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info,
+       (SELECT coalesce(array_agg(a ORDER BY n.node_id), '{}')::text[] FROM nodes n CROSS JOIN LATERAL unnest(n.addrs) AS a WHERE n.node_id = ANY(q.placed_nodes)) AS delegates
+FROM m q
 WHERE q.status = ANY($1::smallint[])
   AND q.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $2::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
   AND q.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= $3::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
@@ -689,7 +699,9 @@ WITH m AS MATERIALIZED (
     ORDER BY f.pos DESC
     LIMIT $7::int
 )
-SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info, q.delegates FROM m JOIN pins q ON q.request_id = m.request_id
+SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info,
+       (SELECT coalesce(array_agg(a ORDER BY n.node_id), '{}')::text[] FROM nodes n CROSS JOIN LATERAL unnest(n.addrs) AS a WHERE n.node_id = ANY(q.placed_nodes)) AS delegates
+FROM m JOIN pins q ON q.request_id = m.request_id
 ORDER BY q.pos DESC
 `
 
@@ -751,43 +763,4 @@ func (q *Queries) PinsListByNamePattern(ctx context.Context, db DBTX, arg PinsLi
 		return nil, err
 	}
 	return items, nil
-}
-
-const PinsSetStatus = `-- name: PinsSetStatus :exec
-WITH u AS (
-    UPDATE pins p SET status = t.status, info = nullif(t.info, 'null'::jsonb), last_seq = t.last_seq
-    FROM (SELECT unnest($1::uuid[]) AS org_id, unnest($2::uuid[]) AS request_id,
-                 unnest($3::smallint[]) AS status, unnest($4::jsonb[]) AS info, unnest($5::bigint[]) AS last_seq) t,
-         LATERAL (SELECT q.status AS old_status FROM pins q WHERE q.org_id = t.org_id AND q.request_id = t.request_id) o
-    WHERE p.org_id = t.org_id AND p.request_id = t.request_id
-    RETURNING p.org_id, p.pos, o.old_status, p.status AS new_status
-)
-INSERT INTO pin_counts (org_id, status, bucket, n)
-SELECT x.org_id, x.status, x.bucket, sum(x.delta) FROM (
-    SELECT org_id, old_status AS status, pos / 1024 AS bucket, -1 AS delta FROM u WHERE old_status <> new_status
-    UNION ALL
-    SELECT org_id, new_status, pos / 1024, 1 FROM u WHERE old_status <> new_status
-) x
-GROUP BY 1, 2, 3
-ON CONFLICT (org_id, status, bucket) DO UPDATE SET n = pin_counts.n + excluded.n
-`
-
-type PinsSetStatusParams struct {
-	OrgIds     []uuid.UUID
-	RequestIds []uuid.UUID
-	Statuses   []int16
-	Infos      [][]byte
-	LastSeqs   []int64
-}
-
-// Applies status observations and moves the counts, in one statement.
-func (q *Queries) PinsSetStatus(ctx context.Context, db DBTX, arg PinsSetStatusParams) error {
-	_, err := db.Exec(ctx, PinsSetStatus,
-		arg.OrgIds,
-		arg.RequestIds,
-		arg.Statuses,
-		arg.Infos,
-		arg.LastSeqs,
-	)
-	return err
 }

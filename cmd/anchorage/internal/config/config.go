@@ -100,6 +100,10 @@ type Kubo struct {
 	PinTimeout  Duration `yaml:"pinTimeout"`
 	Replication int      `yaml:"replication"`
 	NodeID      string   `yaml:"nodeID"` // "" = derived at first start
+	// Capacity is the most pins the scheduler places on this node (0: unlimited).
+	Capacity int64 `yaml:"capacity"`
+	// MaintenanceAlertAfter: maintenance mode on for longer than this is logged and flagged in metrics.
+	MaintenanceAlertAfter Duration `yaml:"maintenanceAlertAfter"`
 }
 
 // Auth configures authentication.
@@ -176,9 +180,10 @@ func Default() Config {
 			SyncInterval: Duration(2 * time.Minute),
 		},
 		Kubo: Kubo{
-			Concurrency: 16,
-			PinTimeout:  Duration(10 * time.Minute),
-			Replication: 1,
+			Concurrency:           16,
+			PinTimeout:            Duration(10 * time.Minute),
+			Replication:           1,
+			MaintenanceAlertAfter: Duration(time.Hour),
 		},
 		Auth: Auth{APIToken: APIToken{
 			DefaultTTL: Duration(720 * time.Hour),

@@ -187,6 +187,15 @@ func (c Config) validateKubo(v *validator) {
 		v.add("kubo.concurrency: %d is out of range; use 1 to 256 (8 to 32 suits most nodes)", k.Concurrency)
 	}
 	v.positive("kubo.pinTimeout", k.PinTimeout, "10m")
+	if k.Capacity < 0 {
+		v.add("kubo.capacity: %d must be 0 (unlimited) or a positive number of pins", k.Capacity)
+	}
+	if k.MaintenanceAlertAfter < 0 {
+		v.add("kubo.maintenanceAlertAfter: must not be negative")
+	}
+	if k.Replication > 7 {
+		v.add("kubo.replication: %d is more than the 7 replicas a pin can have", k.Replication)
+	}
 	if k.Replication < 1 {
 		v.add("kubo.replication: %d must be at least 1", k.Replication)
 	}

@@ -1,0 +1,169 @@
+package postgres
+
+import (
+	"context"
+
+	"github.com/anchorage-pin/anchorage/adapters/postgres/internal/dbsqlc"
+	"github.com/anchorage-pin/anchorage/events"
+	"github.com/anchorage-pin/anchorage/projections"
+	"github.com/google/uuid"
+)
+
+type placementKey struct {
+	pin  pinKey
+	node string
+}
+
+// placementFold folds one batch's placement events into the statements that apply them: the final upsert or
+// delete per placement, the observations of placements that existed before the batch, and the pins whose
+// status must be re-derived.
+type placementFold struct {
+	order    []placementKey
+	state    map[placementKey]*plChange
+	observes map[placementKey]*plObserve
+	obsOrder []placementKey
+	touched  map[pinKey]bool
+	pinOrder []pinKey
+}
+
+type plChange struct {
+	del       bool
+	cid       string
+	status    int16
+	info      []byte
+	placedSeq uint64
+	term      uint64
+	movedFrom string
+	gone      bool
+	replaced  uuid.UUID
+	seq       uint64
+}
+
+type plObserve struct {
+	status    int16
+	info      []byte
+	placedSeq uint64
+	seq       uint64
+}
+
+func newPlacementFold() *placementFold {
+	return &placementFold{state: map[placementKey]*plChange{}, observes: map[placementKey]*plObserve{}, touched: map[pinKey]bool{}}
+}
+
+func (f *placementFold) touch(k pinKey) {
+	if !f.touched[k] {
+		f.touched[k] = true
+		f.pinOrder = append(f.pinOrder, k)
+	}
+}
+
+func (f *placementFold) change(k placementKey) *plChange {
+	c := f.state[k]
+	if c == nil {
+		c = &plChange{}
+		f.state[k] = c
+		f.order = append(f.order, k)
+	}
+	return c
+}
+
+func (f *placementFold) placed(k placementKey, e events.PinPlaced, seq uint64) {
+	*f.change(k) = plChange{cid: e.CID, status: int16(projections.StatusQueued), placedSeq: seq, term: e.Term, movedFrom: e.MovedFrom, seq: seq}
+	delete(f.observes, k) // observations of an earlier placement no longer apply
+	f.touch(k.pin)
+}
+
+func (f *placementFold) unplaced(k placementKey) {
+	*f.change(k) = plChange{del: true}
+	delete(f.observes, k)
+	f.touch(k.pin)
+}
+
+func (f *placementFold) observed(k placementKey, status int16, info []byte, placedSeq, seq uint64) {
+	if c, ok := f.state[k]; ok {
+		if !c.del && c.placedSeq == placedSeq {
+			c.status, c.info, c.seq = status, info, seq
+			f.touch(k.pin)
+		}
+		return // an observation of a placement this batch replaced or removed
+	}
+	if _, seen := f.observes[k]; !seen {
+		f.obsOrder = append(f.obsOrder, k)
+	}
+	f.observes[k] = &plObserve{status: status, info: info, placedSeq: placedSeq, seq: seq}
+	f.touch(k.pin)
+}
+
+// removed notes that a pin request was removed or replaced (by replacedBy): placements of it decided earlier in
+// this batch are gone too, exactly as if they had been applied before the removal.
+func (f *placementFold) removed(k pinKey, replacedBy uuid.UUID) {
+	for _, pk := range f.order {
+		if c := f.state[pk]; pk.pin == k && !c.del {
+			c.gone, c.replaced = true, replacedBy
+		}
+	}
+}
+
+func (f *placementFold) apply(ctx context.Context, db dbsqlc.DBTX) error {
+	var del dbsqlc.PlacementsDeleteParams
+	var up dbsqlc.PlacementsUpsertParams
+	for _, k := range f.order {
+		c := f.state[k]
+		if c.del {
+			del.OrgIds = append(del.OrgIds, k.pin.org)
+			del.RequestIds = append(del.RequestIds, k.pin.id)
+			del.NodeIds = append(del.NodeIds, k.node)
+			continue
+		}
+		up.OrgIds = append(up.OrgIds, k.pin.org)
+		up.RequestIds = append(up.RequestIds, k.pin.id)
+		up.NodeIds = append(up.NodeIds, k.node)
+		up.Cids = append(up.Cids, c.cid)
+		up.Statuses = append(up.Statuses, c.status)
+		up.Infos = append(up.Infos, jsonOrNull(c.info))
+		up.PlacedSeqs = append(up.PlacedSeqs, int64(c.placedSeq))
+		up.Terms = append(up.Terms, int64(c.term))
+		up.MovedFroms = append(up.MovedFroms, c.movedFrom)
+		up.PinGones = append(up.PinGones, c.gone)
+		up.ReplacedBys = append(up.ReplacedBys, c.replaced)
+		up.LastSeqs = append(up.LastSeqs, int64(c.seq))
+	}
+	if len(del.OrgIds) > 0 {
+		if err := queries.PlacementsDelete(ctx, db, del); err != nil {
+			return err
+		}
+	}
+	if len(up.OrgIds) > 0 {
+		if err := queries.PlacementsUpsert(ctx, db, up); err != nil {
+			return err
+		}
+	}
+	var obs dbsqlc.PlacementsObserveParams
+	for _, k := range f.obsOrder {
+		o, ok := f.observes[k]
+		if !ok {
+			continue
+		}
+		obs.OrgIds = append(obs.OrgIds, k.pin.org)
+		obs.RequestIds = append(obs.RequestIds, k.pin.id)
+		obs.NodeIds = append(obs.NodeIds, k.node)
+		obs.Statuses = append(obs.Statuses, o.status)
+		obs.Infos = append(obs.Infos, jsonOrNull(o.info))
+		obs.PlacedSeqs = append(obs.PlacedSeqs, int64(o.placedSeq))
+		obs.LastSeqs = append(obs.LastSeqs, int64(o.seq))
+	}
+	if len(obs.OrgIds) > 0 {
+		if err := queries.PlacementsObserve(ctx, db, obs); err != nil {
+			return err
+		}
+	}
+	if len(f.pinOrder) > 0 {
+		var rd dbsqlc.PinsRederiveParams
+		for _, k := range f.pinOrder {
+			rd.OrgIds = append(rd.OrgIds, k.org)
+			rd.RequestIds = append(rd.RequestIds, k.id)
+		}
+		return queries.PinsRederive(ctx, db, rd)
+	}
+	return nil
+}

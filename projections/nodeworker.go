@@ -1,0 +1,451 @@
+package projections
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/anchorage-pin/anchorage/domain"
+	"github.com/anchorage-pin/anchorage/events"
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// Pinner is a node's Kubo, as the worker drives it.
+type Pinner interface {
+	// Pin pins cid recursively, fetching what is missing; ctx carries the retrieval deadline.
+	Pin(ctx context.Context, cid, name string) (dagSize uint64, err error)
+	// Unpin removes cid's recursive pin; a CID that is not pinned is not an error.
+	Unpin(ctx context.Context, cid string) error
+	// Connect dials provider hints (best effort) and reports how many answered.
+	Connect(ctx context.Context, addrs []string) int
+}
+
+// Delivery is one event delivered to a worker at least once.
+type Delivery interface {
+	Event() events.Record
+	// Attempt counts deliveries of this event (1 the first time).
+	Attempt() uint64
+	Ack() error
+	Nak(delay time.Duration) error
+}
+
+// WorkerSource delivers a node's placement events.
+type WorkerSource interface {
+	// ConsumeDurable delivers matching events at least once from the named durable consumer until ctx ends.
+	ConsumeDurable(ctx context.Context, name string, filters []string, maxAckPending int, ackWait time.Duration, fn func(Delivery), onErr func(error)) error
+	// LastPerSubject calls fn with the last event of every subject matching filter.
+	LastPerSubject(ctx context.Context, filter string, fn func(events.Record) error) (uint64, error)
+	// Load returns every event on one subject and its last sequence.
+	Load(ctx context.Context, subject string) ([]events.Record, uint64, error)
+	Append(ctx context.Context, msgs ...domain.Message) ([]uint64, error)
+}
+
+// WorkerConfig configures a node worker.
+type WorkerConfig struct {
+	NodeID string
+	// Concurrency is how many pins are fetched at once (default 16).
+	Concurrency int
+	// PinTimeout bounds one pin's retrieval; after it the pin is failed (default 10 minutes).
+	PinTimeout time.Duration
+	// PinningDelay: a pin still in progress after this long is reported pinning (default 200 ms). Local
+	// content pins in a few milliseconds; reporting pinning for it would only double the events.
+	PinningDelay time.Duration
+	// Unavailable reports errors meaning Kubo is down (retry later) rather than that the pin failed.
+	Unavailable func(error) bool
+	Logger      *slog.Logger
+	Registerer  prometheus.Registerer
+	Now         func() time.Time
+}
+
+// Worker drives one node's Kubo from its placements: pins what is placed on it, reports what it observes, and
+// unpins a CID only when no live placement on the node (of any request, in any org) still needs it.
+type Worker struct {
+	src    WorkerSource
+	pinner Pinner
+	cfg    WorkerConfig
+	lg     *slog.Logger
+	sem    chan struct{}
+
+	mu     sync.Mutex
+	terms  termFence
+	state  map[PinRef]*placementState
+	refs   map[string]int // live placements per CID (by multihash)
+	jobs   sync.WaitGroup
+	synced bool
+	ctx    context.Context // the Run context: jobs stop with it
+
+	pinned, failed, unpins, retries prometheus.Counter
+	inflight                        prometheus.Gauge
+	pinSeconds                      prometheus.Histogram
+}
+
+type placementState struct {
+	seq    uint64 // the latest placement decision applied (placed or unplaced)
+	live   bool
+	cid    string
+	key    string // cid multihash
+	done   bool   // a final status was reported for this placement
+	cancel context.CancelFunc
+}
+
+// NewWorker builds a node worker.
+func NewWorker(src WorkerSource, pinner Pinner, cfg WorkerConfig) *Worker {
+	cfg.Concurrency = cmp.Or(cfg.Concurrency, 16)
+	cfg.PinTimeout = cmp.Or(cfg.PinTimeout, 10*time.Minute)
+	cfg.PinningDelay = cmp.Or(cfg.PinningDelay, 200*time.Millisecond)
+	cfg.Logger = cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
+	if cfg.Unavailable == nil {
+		cfg.Unavailable = func(error) bool { return false }
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	reg := cfg.Registerer
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	f := promauto.With(reg)
+	return &Worker{
+		src: src, pinner: pinner, cfg: cfg, lg: cfg.Logger.With("component", "worker", "node", cfg.NodeID),
+		sem: make(chan struct{}, cfg.Concurrency), state: map[PinRef]*placementState{}, refs: map[string]int{},
+		pinned:     f.NewCounter(prometheus.CounterOpts{Name: "anchorage_worker_pins_total", Help: "Pins this node's worker completed."}),
+		failed:     f.NewCounter(prometheus.CounterOpts{Name: "anchorage_worker_pin_failures_total", Help: "Pins this node's worker reported failed."}),
+		unpins:     f.NewCounter(prometheus.CounterOpts{Name: "anchorage_worker_unpins_total", Help: "CIDs this node's worker unpinned from Kubo."}),
+		retries:    f.NewCounter(prometheus.CounterOpts{Name: "anchorage_worker_retries_total", Help: "Placements retried because Kubo or the log was unavailable."}),
+		inflight:   f.NewGauge(prometheus.GaugeOpts{Name: "anchorage_worker_pins_in_flight", Help: "Pins being fetched now."}),
+		pinSeconds: f.NewHistogram(prometheus.HistogramOpts{Name: "anchorage_worker_pin_seconds", Help: "Kubo pin/add durations.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 20)}),
+	}
+}
+
+// Placed counts this node's live placements (for presence).
+func (w *Worker) Placed() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := int64(0)
+	for _, s := range w.state {
+		if s.live {
+			n++
+		}
+	}
+	return n
+}
+
+// Run rebuilds the node's desired state from the last placement message of each of its pins, then follows its
+// placements until ctx ends, and waits for the pins in flight.
+func (w *Worker) Run(ctx context.Context) error {
+	w.ctx = ctx
+	if err := w.rebuild(ctx); err != nil {
+		return fmt.Errorf("worker %s: rebuild: %w", w.cfg.NodeID, err)
+	}
+	filters := []string{events.NodePlacements(w.cfg.NodeID), events.SchedTerm}
+	err := w.src.ConsumeDurable(ctx, "node-"+w.cfg.NodeID, filters, 2*w.cfg.Concurrency, w.cfg.PinTimeout+time.Minute,
+		w.handle, func(err error) { w.lg.Error("delivery failed", "err", err) })
+	w.jobs.Wait()
+	return err
+}
+
+// rebuild restores the refcounts (which CIDs live placements hold on this node) and the current term without
+// reading any history: the last message per placement subject is each pin's state.
+func (w *Worker) rebuild(ctx context.Context) error {
+	// Every term start (there are few): a decision counts unless a higher term had started before it.
+	recs, _, err := w.src.Load(ctx, events.SchedTerm)
+	if err != nil {
+		return err
+	}
+	for _, r := range recs {
+		if e, ok := r.Event.(events.SchedTermStarted); ok {
+			w.terms.started(r.Seq, e.Term)
+		}
+	}
+	_, err = w.src.LastPerSubject(ctx, events.NodePlacements(w.cfg.NodeID), func(r events.Record) error {
+		switch e := r.Event.(type) {
+		case events.PinPlaced:
+			if w.terms.valid(r.Seq, e.Term) {
+				w.setLive(PinRef{e.OrgID, e.RequestID}, r.Seq, e.CID, false)
+			}
+		case events.PinStatusObserved:
+			if e.CID != "" && e.PlacedSeq > 0 {
+				w.setLive(PinRef{e.OrgID, e.RequestID}, e.PlacedSeq, e.CID, e.Status == "pinned" || e.Status == "failed")
+			}
+		case events.PinUnplaced:
+			if w.terms.valid(r.Seq, e.Term) {
+				w.state[PinRef{e.OrgID, e.RequestID}] = &placementState{seq: r.Seq}
+			}
+		}
+		return nil
+	})
+	w.synced = true
+	return err
+}
+
+func (w *Worker) setLive(ref PinRef, seq uint64, cid string, done bool) *placementState {
+	pc, err := domain.ParseCID(cid)
+	key := cid
+	if err == nil {
+		key = string(pc.Key)
+	}
+	st := &placementState{seq: seq, live: true, cid: cid, key: key, done: done}
+	if old := w.state[ref]; old == nil || !old.live {
+		w.refs[key]++
+	}
+	w.state[ref] = st
+	return st
+}
+
+func (w *Worker) handle(d Delivery) {
+	rec := d.Event()
+	switch e := rec.Event.(type) {
+	case events.SchedTermStarted:
+		w.mu.Lock()
+		w.terms.started(rec.Seq, e.Term)
+		w.mu.Unlock()
+		_ = d.Ack()
+	case events.PinPlaced:
+		w.placed(d, rec, e)
+	case events.PinUnplaced:
+		w.unplaced(d, rec, e)
+	default:
+		_ = d.Ack() // its own observations
+	}
+}
+
+func (w *Worker) placed(d Delivery, rec events.Record, e events.PinPlaced) {
+	ref := PinRef{e.OrgID, e.RequestID}
+	w.mu.Lock()
+	if !w.terms.valid(rec.Seq, e.Term) {
+		w.mu.Unlock()
+		_ = d.Ack() // decided by a deposed scheduler
+		return
+	}
+	cur := w.state[ref]
+	if cur != nil && (cur.seq > rec.Seq || (cur.seq == rec.Seq && cur.done)) {
+		w.mu.Unlock()
+		_ = d.Ack() // superseded, or already reported
+		return
+	}
+	var st *placementState
+	if cur != nil && cur.seq == rec.Seq {
+		st = cur // a redelivery of the placement being worked on (or restored by rebuild)
+	} else {
+		st = w.setLive(ref, rec.Seq, e.CID, false)
+	}
+	if st.cancel != nil {
+		w.mu.Unlock()
+		_ = d.Ack() // the job for this placement is running and will report
+		return
+	}
+	parent := w.ctx
+	if parent == nil {
+		parent = context.Background()
+	}
+	ctx, cancel := context.WithTimeout(parent, w.cfg.PinTimeout)
+	st.cancel = cancel
+	w.mu.Unlock()
+
+	w.jobs.Add(1)
+	w.sem <- struct{}{}
+	go func() {
+		defer w.jobs.Done()
+		defer func() { <-w.sem }()
+		defer cancel()
+		w.pin(ctx, d, ref, rec, e, st)
+	}()
+}
+
+func (w *Worker) pin(ctx context.Context, d Delivery, ref PinRef, rec events.Record, e events.PinPlaced, st *placementState) {
+	// Redelivered (a worker stopped mid-pin): if the outcome was already reported, do nothing twice.
+	if d.Attempt() > 1 && w.reported(ctx, ref, rec.Seq) {
+		w.finish(ref, rec.Seq, true)
+		_ = d.Ack()
+		return
+	}
+	w.inflight.Inc()
+	defer w.inflight.Dec()
+	start := w.cfg.Now()
+	pinning := time.AfterFunc(w.cfg.PinningDelay, func() {
+		_ = w.report(context.Background(), ref, rec.Seq, e.CID, "pinning", map[string]string{"status_details": "fetching from the network"})
+	})
+	if len(e.Origins) > 0 {
+		cctx, ccancel := context.WithTimeout(ctx, 3*time.Second)
+		w.pinner.Connect(cctx, e.Origins)
+		ccancel()
+	}
+	size, err := w.pinner.Pin(ctx, e.CID, ref.OrgID+"/"+ref.RequestID)
+	pinning.Stop()
+	w.pinSeconds.Observe(w.cfg.Now().Sub(start).Seconds())
+
+	if w.ctx != nil && w.ctx.Err() != nil {
+		// Shutting down: leave the placement unacknowledged so it is delivered again after a restart.
+		w.finish(ref, rec.Seq, false)
+		_ = d.Nak(0)
+		return
+	}
+	if w.superseded(ref, rec.Seq) {
+		_ = d.Ack() // unplaced meanwhile: the unplace handles Kubo
+		return
+	}
+	status, info := "pinned", map[string]string{}
+	switch {
+	case err == nil:
+		if size > 0 {
+			info["dag_size"] = strconv.FormatUint(size, 10)
+		}
+	case w.cfg.Unavailable(err):
+		w.retries.Inc()
+		w.lg.Warn("kubo unavailable; will retry the pin", "pin", ref.RequestID, "cid", e.CID, "err", err)
+		w.finish(ref, rec.Seq, false)
+		_ = d.Nak(5 * time.Second)
+		return
+	case errors.Is(err, context.DeadlineExceeded):
+		status = "failed"
+		info["status_details"] = fmt.Sprintf("could not retrieve %s within %s: no provider answered", e.CID, w.cfg.PinTimeout)
+	default:
+		status = "failed"
+		info["status_details"] = "kubo could not pin " + e.CID + ": " + err.Error()
+	}
+	if err := w.report(context.Background(), ref, rec.Seq, e.CID, status, info); err != nil {
+		w.retries.Inc()
+		w.lg.Warn("could not report a pin's status; will retry", "pin", ref.RequestID, "err", err)
+		w.finish(ref, rec.Seq, false)
+		_ = d.Nak(time.Second)
+		return
+	}
+	if status == "pinned" {
+		w.pinned.Inc()
+	} else {
+		w.failed.Inc()
+	}
+	w.finish(ref, rec.Seq, true)
+	_ = d.Ack()
+}
+
+// finish records the end of a pin job for the placement at seq.
+func (w *Worker) finish(ref PinRef, seq uint64, done bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if st := w.state[ref]; st != nil && st.seq == seq {
+		st.cancel, st.done = nil, done
+	}
+}
+
+func (w *Worker) superseded(ref PinRef, seq uint64) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	st := w.state[ref]
+	return st == nil || st.seq != seq || !st.live
+}
+
+// reported tells whether the pin's placement subject already ends with a final observation of this placement.
+func (w *Worker) reported(ctx context.Context, ref PinRef, placedSeq uint64) bool {
+	recs, _, err := w.src.Load(ctx, events.PlaceSubject(w.cfg.NodeID, ref.OrgID, ref.RequestID))
+	if err != nil || len(recs) == 0 {
+		return false
+	}
+	o, ok := recs[len(recs)-1].Event.(events.PinStatusObserved)
+	return ok && o.PlacedSeq == placedSeq && (o.Status == "pinned" || o.Status == "failed")
+}
+
+func (w *Worker) report(ctx context.Context, ref PinRef, placedSeq uint64, cid, status string, info map[string]string) error {
+	if len(info) == 0 {
+		info = nil
+	}
+	env, err := events.New(uuid.Must(uuid.NewV7()).String(), w.cfg.Now(), "system:worker:"+w.cfg.NodeID, "",
+		events.PinStatusObserved{OrgID: ref.OrgID, RequestID: ref.RequestID, NodeID: w.cfg.NodeID, CID: cid, Status: status, Info: info, PlacedSeq: placedSeq})
+	if err != nil {
+		return err
+	}
+	// No expected-sequence check: an observation only applies to the placement it names (PlacedSeq), so one
+	// that lands after an unplace is ignored by every reader.
+	_, err = w.src.Append(ctx, domain.Message{Subject: events.PlaceSubject(w.cfg.NodeID, ref.OrgID, ref.RequestID), NoExpect: true, Envelope: env})
+	return err
+}
+
+func (w *Worker) unplaced(d Delivery, rec events.Record, e events.PinUnplaced) {
+	ref := PinRef{e.OrgID, e.RequestID}
+	w.mu.Lock()
+	if !w.terms.valid(rec.Seq, e.Term) {
+		w.mu.Unlock()
+		_ = d.Ack()
+		return
+	}
+	cur := w.state[ref]
+	if cur != nil && cur.seq >= rec.Seq {
+		w.mu.Unlock()
+		_ = d.Ack() // stale or already applied
+		return
+	}
+	unpin := ""
+	if cur != nil && cur.live {
+		if cur.cancel != nil {
+			cur.cancel() // stop fetching what is no longer wanted
+		}
+		if w.refs[cur.key] == 1 {
+			unpin = cur.cid
+		}
+	}
+	w.mu.Unlock()
+	if unpin != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		err := w.pinner.Unpin(ctx, unpin)
+		cancel()
+		if err != nil {
+			w.retries.Inc()
+			w.lg.Warn("unpin failed; will retry", "cid", unpin, "err", err)
+			_ = d.Nak(5 * time.Second)
+			return
+		}
+		w.unpins.Inc()
+	}
+	w.mu.Lock()
+	if cur != nil && cur.live {
+		w.refs[cur.key]--
+		if w.refs[cur.key] <= 0 {
+			delete(w.refs, cur.key)
+		}
+	}
+	w.state[ref] = &placementState{seq: rec.Seq}
+	w.mu.Unlock()
+	_ = d.Ack()
+}
+
+// termFence knows where each scheduler term started in the log. A decision made in term T at position S counts
+// unless a higher term had started before S: a deposed leader's later writes are ignored, while decisions made
+// before the new term started stay valid however late they are delivered.
+type termFence struct {
+	starts []termStart // in log order
+}
+
+type termStart struct {
+	seq  uint64
+	term uint64
+}
+
+func (f *termFence) started(seq, term uint64) {
+	for _, s := range f.starts {
+		if s.seq == seq {
+			return
+		}
+	}
+	f.starts = append(f.starts, termStart{seq, term})
+	slices.SortFunc(f.starts, func(a, b termStart) int { return cmp.Compare(a.seq, b.seq) })
+}
+
+func (f *termFence) valid(seq, term uint64) bool {
+	for _, s := range f.starts {
+		if s.seq >= seq {
+			break
+		}
+		if s.term > term {
+			return false
+		}
+	}
+	return true
+}
