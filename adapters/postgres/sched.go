@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 
 	"github.com/anchorage-pin/anchorage/adapters/postgres/internal/dbsqlc"
 	"github.com/anchorage-pin/anchorage/projections"
@@ -139,4 +140,18 @@ func (s *SchedulerStore) Placements(ctx context.Context) ([]projections.Placemen
 	return placementRefs(rows, func(r dbsqlc.PlacementListRow) (uuid.UUID, uuid.UUID, string, string, bool) {
 		return r.OrgID, r.RequestID, r.NodeID, "", false
 	}), nil
+}
+
+// PlacementCID returns the CID of one live placement.
+func (s *SchedulerStore) PlacementCID(ctx context.Context, org, request, node string) (string, error) {
+	o, err1 := uuid.Parse(org)
+	q, err2 := uuid.Parse(request)
+	if err1 != nil || err2 != nil {
+		return "", fmt.Errorf("postgres: placement %s/%s: bad ids", org, request)
+	}
+	p, err := queries.PlacementGet(ctx, s.pool, dbsqlc.PlacementGetParams{OrgID: o, RequestID: q, NodeID: node})
+	if err != nil {
+		return "", interpret(err)
+	}
+	return p.Cid, nil
 }

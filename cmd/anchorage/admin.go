@@ -308,5 +308,6 @@ func adminCmd(e env) *cobra.Command {
 	key.AddCommand(gen)
 
 	cmd.AddCommand(org, tok, key)
+	cmd.AddCommand(nodeCmds(e, with)...)
 	return cmd
 }

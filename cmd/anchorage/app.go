@@ -167,7 +167,7 @@ func startApp(ctx context.Context, o appOptions) (_ *app, err error) {
 	}
 	a.presence.SetLogger(a.log)
 	if o.Kubo != nil {
-		if err := a.startNode(ctx, o.Kubo); err != nil {
+		if err := a.startNode(ctx, o.Kubo, ""); err != nil {
 			return nil, err
 		}
 	}

@@ -28,14 +28,18 @@ const (
 
 // startNode makes this process a storage node: it registers the node with its Kubo's identity (an event only
 // when something changed), publishes its presence, and runs its worker.
-func (a *app) startNode(ctx context.Context, kc *kubo.Client) error {
+//
+// nodeID "" means kubo.nodeID or the id derived at the data dir's first start. One process normally runs one
+// node; tests run several (each with its own Kubo) against one event log.
+func (a *app) startNode(ctx context.Context, kc *kubo.Client, nodeID string) error {
 	id, err := kc.ID(ctx)
 	if err != nil {
 		return fmt.Errorf("the node's Kubo (kubo.rpcURL) does not answer: %w", err)
 	}
-	nodeID, err := a.nodeID(id.PeerID)
-	if err != nil {
-		return err
+	if nodeID == "" {
+		if nodeID, err = a.nodeID(id.PeerID); err != nil {
+			return err
+		}
 	}
 	a.nodeIDs = append(a.nodeIDs, nodeID)
 	if _, err := a.svc.RegisterNode(ctx, domain.Meta{Actor: "system:node:" + nodeID}, nodeID, id.PeerID, id.Addrs, a.cfg.Kubo.Capacity); err != nil {
