@@ -46,6 +46,8 @@ type WorkerSource interface {
 	// Load returns every event on one subject and its last sequence.
 	Load(ctx context.Context, subject string) ([]events.Record, uint64, error)
 	Append(ctx context.Context, msgs ...domain.Message) ([]uint64, error)
+	// AppendBulk pipelines independent appends and returns each one's sequence (0: failed).
+	AppendBulk(ctx context.Context, msgs []domain.Message) ([]uint64, error)
 }
 
 // WorkerConfig configures a node worker.
@@ -74,13 +76,17 @@ type Worker struct {
 	lg     *slog.Logger
 	sem    chan struct{}
 
-	mu     sync.Mutex
-	terms  termFence
-	state  map[PinRef]*placementState
-	refs   map[string]int // live placements per CID (by multihash)
-	jobs   sync.WaitGroup
-	synced bool
-	ctx    context.Context // the Run context: jobs stop with it
+	mu      sync.Mutex
+	terms   termFence
+	state   map[PinRef]*placementState
+	refs    map[string]int // live placements per CID (by multihash)
+	jobs    sync.WaitGroup
+	synced  bool
+	ctx     context.Context // the Run context: jobs stop with it
+	reports chan report
+	// reportsMu guards sending on reports against its close at shutdown (a delayed pinning report can fire late).
+	reportsMu     sync.RWMutex
+	reportsClosed bool
 
 	pinned, failed, unpins, retries prometheus.Counter
 	inflight                        prometheus.Gauge
@@ -145,11 +151,59 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.rebuild(ctx); err != nil {
 		return fmt.Errorf("worker %s: rebuild: %w", w.cfg.NodeID, err)
 	}
+	w.reports = make(chan report, 4*w.cfg.Concurrency)
+	reporterDone := make(chan struct{})
+	go func() { w.reporter(); close(reporterDone) }()
 	filters := []string{events.NodePlacements(w.cfg.NodeID), events.SchedTerm}
-	err := w.src.ConsumeDurable(ctx, "node-"+w.cfg.NodeID, filters, 2*w.cfg.Concurrency, w.cfg.PinTimeout+time.Minute,
+	err := w.src.ConsumeDurable(ctx, "node-"+w.cfg.NodeID, filters, 4*w.cfg.Concurrency, w.cfg.PinTimeout+time.Minute,
 		w.handle, func(err error) { w.lg.Error("delivery failed", "err", err) })
 	w.jobs.Wait()
+	w.reportsMu.Lock()
+	w.reportsClosed = true
+	close(w.reports)
+	w.reportsMu.Unlock()
+	<-reporterDone
 	return err
+}
+
+// report is an observation waiting to be appended, and what to do once it is durable (or failed).
+type report struct {
+	msg  domain.Message
+	done func(ok bool)
+}
+
+// reporter appends observations in batches (pipelined, sharing fsyncs) so a pin slot is free as soon as Kubo
+// answers, not after its report's fsync; each delivery is acknowledged only once its report is durable.
+func (w *Worker) reporter() {
+	batch := make([]report, 0, 256)
+	for r := range w.reports {
+		batch = append(batch[:0], r)
+	more:
+		for len(batch) < cap(batch) {
+			select {
+			case r, ok := <-w.reports:
+				if !ok {
+					break more
+				}
+				batch = append(batch, r)
+			default:
+				break more
+			}
+		}
+		msgs := make([]domain.Message, len(batch))
+		for i, r := range batch {
+			msgs[i] = r.msg
+		}
+		seqs, err := w.src.AppendBulk(context.Background(), msgs)
+		if err != nil {
+			w.lg.Warn("could not append status reports; their placements will be retried", "err", err, "reports", len(batch))
+		}
+		for i, r := range batch {
+			if r.done != nil {
+				r.done(err == nil && i < len(seqs) && seqs[i] > 0)
+			}
+		}
+	}
 }
 
 // rebuild restores the refcounts (which CIDs live placements hold on this node) and the current term without
@@ -270,16 +324,29 @@ func (w *Worker) pin(ctx context.Context, d Delivery, ref PinRef, rec events.Rec
 	w.inflight.Inc()
 	defer w.inflight.Dec()
 	start := w.cfg.Now()
+	// The pinning report must never be queued after the final one, or it would be the last word.
+	var reportMu sync.Mutex
+	final := false
 	pinning := time.AfterFunc(w.cfg.PinningDelay, func() {
-		_ = w.report(context.Background(), ref, rec.Seq, e.CID, "pinning", map[string]string{"status_details": "fetching from the network"})
+		reportMu.Lock()
+		defer reportMu.Unlock()
+		if !final {
+			w.enqueue(ref, rec.Seq, e.CID, "pinning", map[string]string{"status_details": "fetching from the network"}, nil)
+		}
 	})
+	finalize := func() {
+		reportMu.Lock()
+		final = true
+		reportMu.Unlock()
+		pinning.Stop()
+	}
 	if len(e.Origins) > 0 {
 		cctx, ccancel := context.WithTimeout(ctx, 3*time.Second)
 		w.pinner.Connect(cctx, e.Origins)
 		ccancel()
 	}
 	size, err := w.pinner.Pin(ctx, e.CID, ref.OrgID+"/"+ref.RequestID)
-	pinning.Stop()
+	finalize()
 	w.pinSeconds.Observe(w.cfg.Now().Sub(start).Seconds())
 
 	if w.ctx != nil && w.ctx.Err() != nil {
@@ -311,20 +378,21 @@ func (w *Worker) pin(ctx context.Context, d Delivery, ref PinRef, rec events.Rec
 		status = "failed"
 		info["status_details"] = "kubo could not pin " + e.CID + ": " + err.Error()
 	}
-	if err := w.report(context.Background(), ref, rec.Seq, e.CID, status, info); err != nil {
-		w.retries.Inc()
-		w.lg.Warn("could not report a pin's status; will retry", "pin", ref.RequestID, "err", err)
-		w.finish(ref, rec.Seq, false)
-		_ = d.Nak(time.Second)
-		return
-	}
-	if status == "pinned" {
-		w.pinned.Inc()
-	} else {
-		w.failed.Inc()
-	}
-	w.finish(ref, rec.Seq, true)
-	_ = d.Ack()
+	w.enqueue(ref, rec.Seq, e.CID, status, info, func(ok bool) {
+		if !ok {
+			w.retries.Inc()
+			w.finish(ref, rec.Seq, false)
+			_ = d.Nak(time.Second)
+			return
+		}
+		if status == "pinned" {
+			w.pinned.Inc()
+		} else {
+			w.failed.Inc()
+		}
+		w.finish(ref, rec.Seq, true)
+		_ = d.Ack()
+	})
 }
 
 // finish records the end of a pin job for the placement at seq.
@@ -353,19 +421,30 @@ func (w *Worker) reported(ctx context.Context, ref PinRef, placedSeq uint64) boo
 	return ok && o.PlacedSeq == placedSeq && (o.Status == "pinned" || o.Status == "failed")
 }
 
-func (w *Worker) report(ctx context.Context, ref PinRef, placedSeq uint64, cid, status string, info map[string]string) error {
+// enqueue hands an observation to the reporter; done (if any) learns whether it became durable.
+func (w *Worker) enqueue(ref PinRef, placedSeq uint64, cid, status string, info map[string]string, done func(ok bool)) {
 	if len(info) == 0 {
 		info = nil
 	}
 	env, err := events.New(uuid.Must(uuid.NewV7()).String(), w.cfg.Now(), "system:worker:"+w.cfg.NodeID, "",
 		events.PinStatusObserved{OrgID: ref.OrgID, RequestID: ref.RequestID, NodeID: w.cfg.NodeID, CID: cid, Status: status, Info: info, PlacedSeq: placedSeq})
 	if err != nil {
-		return err
+		if done != nil {
+			done(false)
+		}
+		return
 	}
 	// No expected-sequence check: an observation only applies to the placement it names (PlacedSeq), so one
 	// that lands after an unplace is ignored by every reader.
-	_, err = w.src.Append(ctx, domain.Message{Subject: events.PlaceSubject(w.cfg.NodeID, ref.OrgID, ref.RequestID), NoExpect: true, Envelope: env})
-	return err
+	w.reportsMu.RLock()
+	defer w.reportsMu.RUnlock()
+	if w.reportsClosed {
+		if done != nil {
+			done(false)
+		}
+		return
+	}
+	w.reports <- report{msg: domain.Message{Subject: events.PlaceSubject(w.cfg.NodeID, ref.OrgID, ref.RequestID), NoExpect: true, Envelope: env}, done: done}
 }
 
 func (w *Worker) unplaced(d Delivery, rec events.Record, e events.PinUnplaced) {

@@ -14,16 +14,17 @@ import (
 )
 
 // BenchmarkPinLocal1KiB measures Pin of 1 KiB raw blocks the daemon already has (put with block/put, not
-// pinned), one CID per call, by calls in flight, with and without the DAG size; a fresh daemon per
-// concurrency level. It reports pins/s. Run with a fixed count for comparable runs, e.g.
+// pinned), one CID per call, by calls in flight, with and without the DAG size, each case on a fresh daemon.
+// It reports pins/s. Kubo serialises pins on its pinner lock and each pin fsyncs LevelDB's journal, so the
+// rate is bound by the disk's fsync latency (and noisy on a shared machine) and barely grows with
+// concurrency. Run with a fixed count for comparable runs, e.g.
 //
 //	go test -run '^$' -bench PinLocal1KiB -benchtime 3000x ./adapters/kubo/
 func BenchmarkPinLocal1KiB(b *testing.B) {
 	for _, conc := range []int{1, 8, 16, 32, 64, 128} {
-		for _, mode := range []string{"plain", "progress", "stat"} {
-			withSize := mode == "progress"
+		for _, withSize := range []bool{false, true} {
 			d := kubotest.Daemon(b)
-			b.Run(fmt.Sprintf("conc=%d/%s", conc, mode), func(b *testing.B) {
+			b.Run(fmt.Sprintf("conc=%d/dagSize=%v", conc, withSize), func(b *testing.B) {
 				c := client(b, d, WithDagSize(withSize))
 				ids := putBlocks(b, c, b.N)
 				b.ResetTimer()
@@ -38,17 +39,11 @@ func BenchmarkPinLocal1KiB(b *testing.B) {
 								return
 							}
 							ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-							_, err := c.Pin(ctx, ids[i], "bench")
-							if err == nil && mode == "stat" {
-								var st struct{ CumulativeSize uint64 }
-								sctx, scancel := context.WithTimeout(ctx, time.Second)
-								err = c.api.Request("files/stat", "/ipfs/"+ids[i]).Exec(sctx, &st)
-								scancel()
-								if st.CumulativeSize != 1024 {
-									err = fmt.Errorf("size %d", st.CumulativeSize)
-								}
-							}
+							size, err := c.Pin(ctx, ids[i], "bench")
 							cancel()
+							if err == nil && withSize && size != 1024 {
+								err = fmt.Errorf("pin %s: DAG size %d, want 1024", ids[i], size)
+							}
 							if err != nil {
 								b.Error(err)
 								return

@@ -81,13 +81,17 @@ func (f *placementFold) unplaced(k placementKey) {
 
 func (f *placementFold) observed(k placementKey, status int16, info []byte, placedSeq, seq uint64) {
 	if c, ok := f.state[k]; ok {
-		if !c.del && c.placedSeq == placedSeq {
+		if !c.del && c.placedSeq == placedSeq && !(final(c.status) && !final(status)) {
 			c.status, c.info, c.seq = status, info, seq
 			f.touch(k.pin)
 		}
-		return // an observation of a placement this batch replaced or removed
+		return // an observation of a placement this batch replaced or removed, or a late one
 	}
-	if _, seen := f.observes[k]; !seen {
+	if o, seen := f.observes[k]; seen {
+		if o.placedSeq == placedSeq && final(o.status) && !final(status) {
+			return // a late pinning report after this batch's final one
+		}
+	} else {
 		f.obsOrder = append(f.obsOrder, k)
 	}
 	f.observes[k] = &plObserve{status: status, info: info, placedSeq: placedSeq, seq: seq}
@@ -166,4 +170,9 @@ func (f *placementFold) apply(ctx context.Context, db dbsqlc.DBTX) error {
 		return queries.PinsRederive(ctx, db, rd)
 	}
 	return nil
+}
+
+// final reports whether a placement status is an outcome (pinned or failed) rather than progress.
+func final(status int16) bool {
+	return status == int16(projections.StatusPinned) || status == int16(projections.StatusFailed)
 }

@@ -426,3 +426,27 @@ func TestListAndCountMatchBruteForce(t *testing.T) {
 		}
 	}
 }
+
+// A pinning report that lands after the placement's pinned (or failed) one never downgrades it, in one batch or
+// across batches.
+func TestLateProgressReportDoesNotDowngrade(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := &stream{}
+	a := s.request(orgA, "late-a", nil, cids[0])
+	b := s.request(orgA, "late-b", nil, cids[1])
+	s.status(orgA, a, "pinned")
+	s.status(orgA, a, "pinning")
+	s.status(orgA, b, "failed")
+	s.status(orgA, b, "pinning")
+	for _, batch := range []int{1, 1000} {
+		f := newFixture(t)
+		f.applyAll(t, s.recs, batch)
+		va, err := f.reader.GetPin(ctx, orgA, a)
+		require.NoError(t, err)
+		require.Equal(t, projections.StatusPinned, va.Status, "batch %d", batch)
+		vb, err := f.reader.GetPin(ctx, orgA, b)
+		require.NoError(t, err)
+		require.Equal(t, projections.StatusFailed, vb.Status, "batch %d", batch)
+	}
+}

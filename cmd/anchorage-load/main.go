@@ -47,6 +47,7 @@ type options struct {
 	dataDir   string
 	explain   string
 	qworkers  string
+	placement int
 }
 
 func main() {
@@ -59,6 +60,7 @@ func main() {
 	flag.DurationVar(&o.queryTime, "query-duration", 5*time.Second, "length of each query phase")
 	flag.BoolVar(&o.keep, "keep", false, "keep the data dir")
 	flag.StringVar(&o.dataDir, "data-dir", "", "data dir (default: a temp dir)")
+	flag.IntVar(&o.placement, "placement", 2000, "blocks for the placement benchmark (0: skip)")
 	flag.StringVar(&o.qworkers, "query-workers", "1,16", "comma-separated worker counts for the query phases (1 measures latency, more measures throughput)")
 	flag.StringVar(&o.explain, "explain", "", "write EXPLAIN ANALYZE of every API query to this file after seeding")
 	flag.Parse()
@@ -99,6 +101,19 @@ func run(o options) error {
 	}
 	defer n.stop()
 	fmt.Printf("node: %s (pid %d, data %s)\n\n", n.endpoint, n.cmd.Process.Pid, dir)
+
+	// Phase 0: placement end to end against Kubo alone, on a fresh node.
+	if o.placement > 0 {
+		if err := n.placementBench(o.placement, o.workers); err != nil {
+			return err
+		}
+		fmt.Println()
+	}
+	// The phases below POST random CIDs nobody has: with placement paused they stay queued instead of keeping the
+	// worker busy fetching them until the pin timeout.
+	if err := n.admin(o.bin, "maintenance", "on", "--reason", "load test"); err != nil {
+		return err
+	}
 
 	// Phase 1: POST /pins, closed loop, N workers.
 	lag0, err := n.lagHistogram()

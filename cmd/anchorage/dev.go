@@ -175,7 +175,7 @@ func startDev(ctx context.Context, e env, o devOptions) (_ *devNode, err error) 
 		return nil, err
 	}
 	envPath := filepath.Join(cfg.DataDir, "dev.env")
-	body := fmt.Sprintf("ANCHORAGE_ENDPOINT=%s\nANCHORAGE_TOKEN=%s\n", n.endpoint, n.token)
+	body := fmt.Sprintf("ANCHORAGE_ENDPOINT=%s\nANCHORAGE_TOKEN=%s\nANCHORAGE_KUBO_API=%s\n", n.endpoint, n.token, cfg.Kubo.RPCURL)
 	if err := os.WriteFile(envPath, []byte(body), 0o600); err != nil {
 		return nil, fmt.Errorf("write %s: %w", envPath, err)
 	}

@@ -37,12 +37,14 @@ FROM (SELECT node_id, count(*) AS n FROM d GROUP BY node_id) c
 WHERE n.node_id = c.node_id;
 
 -- name: PlacementsObserve :exec
--- Status observations; one answering an earlier placement of the pin on that node is ignored.
+-- Status observations; one answering an earlier placement of the pin on that node is ignored, and pinned or
+-- failed are final for a placement: a late "pinning" never downgrades them.
 UPDATE placements p SET status = o.status, info = nullif(o.info, 'null'::jsonb), last_seq = o.last_seq
 FROM (SELECT unnest(@org_ids::uuid[]) AS org_id, unnest(@request_ids::uuid[]) AS request_id, unnest(@node_ids::text[]) AS node_id,
              unnest(@statuses::smallint[]) AS status, unnest(@infos::jsonb[]) AS info, unnest(@placed_seqs::bigint[]) AS placed_seq,
              unnest(@last_seqs::bigint[]) AS last_seq) o
-WHERE p.org_id = o.org_id AND p.request_id = o.request_id AND p.node_id = o.node_id AND p.placed_seq = o.placed_seq;
+WHERE p.org_id = o.org_id AND p.request_id = o.request_id AND p.node_id = o.node_id AND p.placed_seq = o.placed_seq
+  AND NOT (p.status IN (2, 3) AND o.status IN (0, 1));
 
 -- name: PlacementsMarkGone :exec
 -- The pin request was removed or replaced: its placements wait for the scheduler to release them.

@@ -259,6 +259,7 @@ FROM (SELECT unnest($1::uuid[]) AS org_id, unnest($2::uuid[]) AS request_id, unn
              unnest($4::smallint[]) AS status, unnest($5::jsonb[]) AS info, unnest($6::bigint[]) AS placed_seq,
              unnest($7::bigint[]) AS last_seq) o
 WHERE p.org_id = o.org_id AND p.request_id = o.request_id AND p.node_id = o.node_id AND p.placed_seq = o.placed_seq
+  AND NOT (p.status IN (2, 3) AND o.status IN (0, 1))
 `
 
 type PlacementsObserveParams struct {
@@ -271,7 +272,8 @@ type PlacementsObserveParams struct {
 	LastSeqs   []int64
 }
 
-// Status observations; one answering an earlier placement of the pin on that node is ignored.
+// Status observations; one answering an earlier placement of the pin on that node is ignored, and pinned or
+// failed are final for a placement: a late "pinning" never downgrades them.
 func (q *Queries) PlacementsObserve(ctx context.Context, db DBTX, arg PlacementsObserveParams) error {
 	_, err := db.Exec(ctx, PlacementsObserve,
 		arg.OrgIds,

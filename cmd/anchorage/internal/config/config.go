@@ -180,7 +180,7 @@ func Default() Config {
 			SyncInterval: Duration(2 * time.Minute),
 		},
 		Kubo: Kubo{
-			Concurrency:           16,
+			Concurrency:           32,
 			PinTimeout:            Duration(10 * time.Minute),
 			Replication:           1,
 			MaintenanceAlertAfter: Duration(time.Hour),

@@ -38,7 +38,7 @@ func TestDefaults(t *testing.T) {
 	assert.Equal(t, "", d.NATS.StoreDir)
 	assert.Equal(t, "", d.NATS.Listen)
 	assert.Equal(t, ByteSize(0), d.NATS.MaxStoreBytes)
-	assert.Equal(t, Kubo{Concurrency: 16, PinTimeout: Duration(10 * time.Minute), Replication: 1, MaintenanceAlertAfter: Duration(time.Hour)}, d.Kubo)
+	assert.Equal(t, Kubo{Concurrency: 32, PinTimeout: Duration(10 * time.Minute), Replication: 1, MaintenanceAlertAfter: Duration(time.Hour)}, d.Kubo)
 	assert.Equal(t, Authentik{}, d.Auth.Authentik)
 	assert.Empty(t, d.Auth.APIToken.SigningKeys)
 	assert.Equal(t, 720*time.Hour, d.Auth.APIToken.DefaultTTL.D())

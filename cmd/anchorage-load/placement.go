@@ -1,0 +1,229 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/anchorage-pin/anchorage/adapters/kubo"
+)
+
+// placementBench puts 1 KiB blocks into the node's Kubo (not pinned), POSTs them all with workers clients and
+// times from the first POST until every one is pinned; then it times Kubo alone pinning as many fresh blocks at
+// several concurrencies, and reports both from this one run.
+func (n *node) placementBench(count, workers int) error {
+	ctx := context.Background()
+	api := n.kuboAPI()
+	if api == "" {
+		return fmt.Errorf("no ANCHORAGE_KUBO_API in dev.env")
+	}
+	blocks, err := putBlocks(ctx, api, count)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	timeline := n.timeline(start)
+	defer timeline()
+	var next atomic.Int64
+	var errs atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(blocks) {
+					return
+				}
+				req, _ := n.post(fmt.Sprintf(`{"cid":%q}`, blocks[i]))
+				resp, err := n.client.Do(req)
+				if err != nil || resp.StatusCode != 202 {
+					errs.Add(1)
+				}
+				if resp != nil {
+					resp.Body.Close()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	posted := time.Since(start)
+	for {
+		c, err := n.count("status=pinned")
+		if err != nil {
+			return err
+		}
+		if c >= int64(count) {
+			break
+		}
+		if time.Since(start) > 10*time.Minute {
+			return fmt.Errorf("only %d of %d pinned after 10 minutes", c, count)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	total := time.Since(start)
+	e2e := float64(count) / total.Seconds()
+	fmt.Printf("%-40s %8.0f pins/s  (%d pins, all POSTed in %s, all pinned after %s, errors=%d)\n",
+		fmt.Sprintf("anchorage end to end, %d clients", workers), e2e, count, posted.Round(time.Millisecond), total.Round(time.Millisecond), errs.Load())
+
+	best, bestC := 0.0, 0
+	for _, c := range []int{1, 16, 32, 64, 128} {
+		fresh, err := putBlocks(ctx, api, count)
+		if err != nil {
+			return err
+		}
+		kc, err := kubo.New(api, c)
+		if err != nil {
+			return err
+		}
+		t0 := time.Now()
+		var i atomic.Int64
+		var kerrs atomic.Int64
+		var kwg sync.WaitGroup
+		for w := 0; w < c; w++ {
+			kwg.Go(func() {
+				for {
+					k := int(i.Add(1)) - 1
+					if k >= len(fresh) {
+						return
+					}
+					if _, err := kc.Pin(ctx, fresh[k], ""); err != nil {
+						kerrs.Add(1)
+					}
+				}
+			})
+		}
+		kwg.Wait()
+		rate := float64(count) / time.Since(t0).Seconds()
+		fmt.Printf("%-40s %8.0f pins/s  (errors=%d)\n", fmt.Sprintf("Kubo alone, %d in flight", c), rate, kerrs.Load())
+		if rate > best {
+			best, bestC = rate, c
+		}
+	}
+	fmt.Printf("%-40s %8.0f%%  (anchorage %.0f pins/s vs Kubo alone's best %.0f pins/s at %d in flight)\n",
+		"anchorage / Kubo alone", 100*e2e/best, e2e, best, bestC)
+	return nil
+}
+
+func (n *node) kuboAPI() string {
+	env, _ := os.ReadFile(filepath.Join(n.dir, "dev.env"))
+	for _, line := range strings.Split(string(env), "\n") {
+		if v, ok := strings.CutPrefix(line, "ANCHORAGE_KUBO_API="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// putBlocks stores count random 1 KiB raw blocks in Kubo without pinning them and returns their CIDs.
+func putBlocks(ctx context.Context, api string, count int) ([]string, error) {
+	out := make([]string, count)
+	var next atomic.Int64
+	var first atomic.Value
+	var wg sync.WaitGroup
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+	for w := 0; w < 16; w++ {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= count {
+					return
+				}
+				buf := make([]byte, 1024)
+				_, _ = rand.Read(buf)
+				var body bytes.Buffer
+				mw := multipart.NewWriter(&body)
+				part, _ := mw.CreateFormFile("file", "block")
+				_, _ = part.Write(buf)
+				_ = mw.Close()
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, api+"/api/v0/block/put?cid-codec=raw&mhtype=sha2-256&pin=false", &body)
+				req.Header.Set("Content-Type", mw.FormDataContentType())
+				resp, err := hc.Do(req)
+				if err != nil {
+					first.CompareAndSwap(nil, err)
+					return
+				}
+				var r struct{ Key string }
+				err = json.NewDecoder(resp.Body).Decode(&r)
+				resp.Body.Close()
+				if err != nil || r.Key == "" {
+					first.CompareAndSwap(nil, fmt.Errorf("block/put: %v", err))
+					return
+				}
+				out[i] = r.Key
+			}
+		})
+	}
+	wg.Wait()
+	if err, ok := first.Load().(error); ok {
+		return nil, err
+	}
+	return out, nil
+}
+
+// admin runs an anchorage admin command against the node.
+func (n *node) admin(bin string, args ...string) error {
+	out, err := exec.Command(bin, append([]string{"admin", "--data-dir", n.dir}, args...)...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("anchorage admin %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+// timeline samples the node's progress every 500 ms (placements decided, pins done by the worker, pins visible
+// as pinned) and prints it when the returned func is called.
+func (n *node) timeline(start time.Time) func() {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	var lines []string
+	go func() {
+		defer close(done)
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			placed, _ := n.gauge("anchorage_scheduler_placements_total")
+			worker, _ := n.gaugePrefix("anchorage_worker_pins_total")
+			pinned, _ := n.count("status=pinned")
+			lines = append(lines, fmt.Sprintf("  t=%5.1fs placed=%5.0f worker-pinned=%5.0f api-pinned=%5d", time.Since(start).Seconds(), placed, worker, pinned))
+		}
+	}()
+	return func() {
+		close(stop)
+		<-done
+		fmt.Println(strings.Join(lines, "\n"))
+	}
+}
+
+// gaugePrefix reads the first sample of a series, whatever its labels.
+func (n *node) gaugePrefix(name string) (float64, error) {
+	resp, err := n.client.Get(n.endpoint + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, name) && !strings.HasPrefix(line, "#") {
+			var v float64
+			_, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
+			return v, err
+		}
+	}
+	return 0, fmt.Errorf("%s not in /metrics", name)
+}
