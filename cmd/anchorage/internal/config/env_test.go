@@ -154,7 +154,7 @@ bootstrap: {sysadmins: [file@example.com]}
 	assert.Equal(t, "file", c.Auth.Authentik.ClientID)
 	assert.Equal(t, []SigningKey{{ID: "e1", Path: "/e1.key", Primary: true}}, c.Auth.APIToken.SigningKeys, "env replaces the list")
 	assert.Equal(t, []string{"env@example.com"}, c.Bootstrap.Sysadmins)
-	assert.Equal(t, 16, c.Kubo.Concurrency, "default kept")
+	assert.Equal(t, 32, c.Kubo.Concurrency, "default kept")
 }
 
 func TestEnvErrors(t *testing.T) {
