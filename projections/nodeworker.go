@@ -528,3 +528,64 @@ func (f *termFence) valid(seq, term uint64) bool {
 	}
 	return true
 }
+
+// ReplayStats counts what a replay re-drove.
+type ReplayStats struct {
+	Placements int `json:"placements"`
+	Pinned     int `json:"pinned"`
+	Failed     int `json:"failed"`
+}
+
+// Replay re-drives every live placement of the node through Kubo, whatever was reported before: after a lost
+// Kubo repo, the node's desired pin set (the latest placement state of each pin, which the worker holds) is
+// pinned again. It returns when every pin is done.
+func (w *Worker) Replay(ctx context.Context) (ReplayStats, error) {
+	type item struct {
+		ref PinRef
+		cid string
+		seq uint64
+	}
+	w.mu.Lock()
+	var items []item
+	for ref, st := range w.state {
+		if st.live {
+			items = append(items, item{ref, st.cid, st.seq})
+		}
+	}
+	w.mu.Unlock()
+	stats := ReplayStats{Placements: len(items)}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, it := range items {
+		select {
+		case w.sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return stats, ctx.Err()
+		}
+		wg.Go(func() {
+			defer func() { <-w.sem }()
+			pctx, cancel := context.WithTimeout(ctx, w.cfg.PinTimeout)
+			defer cancel()
+			size, err := w.pinner.Pin(pctx, it.cid, it.ref.OrgID+"/"+it.ref.RequestID)
+			status, info := "pinned", map[string]string{"status_details": "re-pinned by a node replay"}
+			if err != nil {
+				status, info = "failed", map[string]string{"status_details": "replay: kubo could not pin " + it.cid + ": " + err.Error()}
+			} else if size > 0 {
+				info["dag_size"] = strconv.FormatUint(size, 10)
+			}
+			done := make(chan bool, 1)
+			w.enqueue(it.ref, it.seq, it.cid, status, info, func(ok bool) { done <- ok })
+			<-done
+			mu.Lock()
+			if status == "pinned" {
+				stats.Pinned++
+			} else {
+				stats.Failed++
+			}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return stats, nil
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/anchorage-pin/anchorage/events"
@@ -137,4 +139,141 @@ func decodeMsg(m jetstream.Msg) (events.Record, uint64, error) {
 		return events.Record{}, 0, &DecodeError{Seq: md.Sequence.Stream, Subject: m.Subject(), Err: err}
 	}
 	return events.Record{Seq: md.Sequence.Stream, Subject: m.Subject(), Envelope: env, Event: ev}, md.NumPending, nil
+}
+
+// ReadUntil calls fn with batches of the records matching filters with from <= Seq <= until, in stream order,
+// and returns once it has delivered the last of them (or at once when there is none). Decoding runs on several
+// goroutines; fn sees the records in order.
+func (l *EventLog) ReadUntil(ctx context.Context, from, until uint64, filters []string, maxBatch int, fn func([]events.Record) error) error {
+	if from == 0 {
+		from = 1
+	}
+	if until < from {
+		return nil
+	}
+	if maxBatch <= 0 {
+		maxBatch = 1000
+	}
+	cons, err := l.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects:    filters,
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       from,
+		InactiveThreshold: time.Minute,
+	})
+	if err != nil {
+		return fmt.Errorf("natsjs: ordered consumer: %w", err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("natsjs: consumer info: %w", err)
+	}
+	if info.NumPending == 0 {
+		return nil
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(4 * maxBatch))
+	if err != nil {
+		return fmt.Errorf("natsjs: messages: %w", err)
+	}
+	defer it.Stop()
+
+	// Raw batches are cut here and decoded by workers; results come back in the order cut.
+	type job struct {
+		msgs []jetstream.Msg
+		out  chan decoded
+	}
+	jobs := make(chan job, 8)
+	order := make(chan chan decoded, 8)
+	workers := max(2, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for j := range jobs {
+				recs := make([]events.Record, 0, len(j.msgs))
+				var derr error
+				for _, m := range j.msgs {
+					rec, _, err := decodeMsg(m)
+					if err != nil {
+						derr = err
+						break
+					}
+					recs = append(recs, rec)
+				}
+				j.out <- decoded{recs, derr}
+			}
+		})
+	}
+	cutErr := make(chan error, 1)
+	go func() {
+		defer close(order)
+		defer close(jobs)
+		batch := make([]jetstream.Msg, 0, maxBatch)
+		flush := func() bool {
+			if len(batch) == 0 {
+				return true
+			}
+			out := make(chan decoded, 1)
+			select {
+			case order <- out:
+			case <-ctx.Done():
+				return false
+			}
+			jobs <- job{batch, out}
+			batch = make([]jetstream.Msg, 0, maxBatch)
+			return true
+		}
+		for {
+			m, err := it.Next()
+			if err != nil {
+				cutErr <- err
+				return
+			}
+			md, err := m.Metadata()
+			if err != nil {
+				cutErr <- err
+				return
+			}
+			if md.Sequence.Stream > until {
+				flush()
+				return
+			}
+			batch = append(batch, m)
+			if len(batch) == maxBatch || md.NumPending == 0 || md.Sequence.Stream == until {
+				if !flush() {
+					return
+				}
+			}
+			if md.NumPending == 0 || md.Sequence.Stream >= until {
+				return
+			}
+		}
+	}()
+	var ferr error
+	for out := range order {
+		d := <-out
+		if ferr != nil {
+			continue // drain
+		}
+		if d.err != nil {
+			ferr = d.err
+			continue
+		}
+		if err := fn(d.recs); err != nil {
+			ferr = err
+		}
+	}
+	wg.Wait()
+	if ferr != nil {
+		return ferr
+	}
+	select {
+	case err := <-cutErr:
+		return fmt.Errorf("natsjs: read: %w", err)
+	default:
+	}
+	return ctx.Err()
+}
+
+type decoded struct {
+	recs []events.Record
+	err  error
 }

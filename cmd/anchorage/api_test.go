@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/anchorage-pin/anchorage/adapters/http/apitest"
+	"github.com/anchorage-pin/anchorage/adapters/kubo/kubod"
 	"github.com/anchorage-pin/anchorage/adapters/kubo/kubotest"
 	"github.com/anchorage-pin/anchorage/adapters/postgres/pgschema"
 	"github.com/anchorage-pin/anchorage/adapters/tokens"
@@ -27,21 +28,31 @@ import (
 // loopback port.
 type testNode struct {
 	*app
-	db pgschema.DB
+	db   pgschema.DB
+	kubo *kubod.Daemon
 }
 
 func startTestNode(t *testing.T) *testNode {
 	t.Helper()
+	return startTestNodeOn(t, t.TempDir(), pgschema.New(t), nil)
+}
+
+// startTestNodeOn starts a node on an existing data dir (its event log and keys) and database: restarting it,
+// or pointing it at a new, empty database.
+func startTestNodeOn(t *testing.T, dir string, db pgschema.DB, kubo *kubod.Daemon) *testNode {
+	t.Helper()
 	ctx := context.Background()
-	dir := t.TempDir()
 	keyPath := filepath.Join(dir, "k1.key")
-	require.NoError(t, tokens.GenerateKeyFile(keyPath))
+	if _, err := os.Stat(keyPath); err != nil {
+		require.NoError(t, tokens.GenerateKeyFile(keyPath))
+	}
 	cfg := config.Default()
 	cfg.DataDir = dir
 	cfg.Server.Listen = "127.0.0.1:0"
 	cfg.Auth.APIToken.SigningKeys = []config.SigningKey{{ID: "k1", Path: keyPath, Primary: true}}
-	db := pgschema.New(t)
-	kubo := kubotest.Daemon(t)
+	if kubo == nil {
+		kubo = kubotest.Daemon(t)
+	}
 	_, delegates, err := kuboClient(kubo.APIURL(), 4)
 	require.NoError(t, err)
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
@@ -52,7 +63,7 @@ func startTestNode(t *testing.T) *testNode {
 	a, err := startApp(ctx, appOptions{Cfg: cfg, OwnerDSN: db.OwnerDSN, APIDSN: db.APIDSN, Delegates: delegates, Logger: log, NoScheduler: true})
 	require.NoError(t, err)
 	t.Cleanup(func() { a.close(context.Background()) })
-	return &testNode{app: a, db: db}
+	return &testNode{app: a, db: db, kubo: kubo}
 }
 
 // org creates an org and mints a token in it, through the same commands the admin CLI uses.

@@ -14,6 +14,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	httpapi "github.com/anchorage-pin/anchorage/adapters/http"
@@ -68,6 +69,8 @@ type app struct {
 	presence *natsjs.Presence
 	workers  []*projections.Worker
 	nodeIDs  []string
+
+	rebuilding atomic.Pointer[rebuildState] // non-nil while the read models are rebuilt at start
 
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -141,7 +144,21 @@ func startApp(ctx context.Context, o appOptions) (_ *app, err error) {
 	}
 	a.reader = postgres.NewReader(a.api)
 	a.runner = projections.NewRunner(a.elog, postgres.Projectors(a.owner), projections.RunnerConfig{Logger: a.log, Registerer: a.reg})
-	a.wg.Go(func() { a.runner.Run(a.ctx) })
+	// Read models empty behind a non-empty log (a lost or new database): rebuild them in the background with the
+	// fast path before following the log; meanwhile reads answer 503 and writes keep working.
+	empty, err := a.readModelsEmpty(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if empty {
+		a.rebuilding.Store(&rebuildState{})
+		a.wg.Go(func() {
+			a.rebuildReadModels(o.OwnerDSN, apiCfg.User)
+			a.runner.Run(a.ctx)
+		})
+	} else {
+		a.wg.Go(func() { a.runner.Run(a.ctx) })
+	}
 
 	// Tokens: an in-memory fold of every token event, for verification.
 	a.tokens = projections.NewTokenRegistry(func(ctx context.Context) (uint64, error) {
@@ -204,7 +221,7 @@ func startApp(ctx context.Context, o appOptions) (_ *app, err error) {
 		return nil, fmt.Errorf("server.listen %s: %w", o.Cfg.Server.Listen, err)
 	}
 	a.addr = ln.Addr().String()
-	a.srv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	a.srv = &http.Server{Handler: a.whileRebuilding(handler), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	a.wg.Go(func() {
 		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.log.Error("http server stopped", "err", err)
@@ -285,6 +302,9 @@ func (a *app) followTokens() {
 type readiness struct{ a *app }
 
 func (r readiness) Ready(ctx context.Context) error {
+	if st := r.a.rebuilding.Load(); st != nil {
+		return errors.New(st.String())
+	}
 	select {
 	case <-r.a.synced:
 	default:

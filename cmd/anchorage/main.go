@@ -53,7 +53,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(serveCmd(e), devCmd(e), adminCmd(e))
+	root.AddCommand(serveCmd(e), devCmd(e), adminCmd(e), replayCmd(e))
 	if addr := getenv("ANCHORAGE_PPROF"); addr != "" {
 		// Opt-in profiling on a separate listener (e.g. 127.0.0.1:6060), never on the API's.
 		go func() { _ = http.ListenAndServe(addr, pprofMux()) }()

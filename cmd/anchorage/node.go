@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"github.com/anchorage-pin/anchorage/adapters/postgres"
 	"github.com/anchorage-pin/anchorage/domain"
 	"github.com/anchorage-pin/anchorage/projections"
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 )
@@ -70,9 +72,30 @@ func (a *app) startNode(ctx context.Context, kc *kubo.Client, nodeID string) err
 			return natsjs.NodeStatus{NodeID: nodeID, FreeBytes: free, UsedBytes: used, Pins: w.Placed(), Version: version}
 		})
 	})
+	// Operators re-drive the node's pins through Kubo (after a lost repo) with `anchorage replay node`.
+	sub, err := a.elog.Conn().Subscribe(replaySubject(nodeID), func(m *nats.Msg) {
+		a.wg.Go(func() {
+			a.log.Info("replaying the node's placements through Kubo", "node", nodeID)
+			st, err := w.Replay(a.ctx)
+			body := map[string]any{"node": nodeID, "stats": st}
+			if err != nil {
+				body["error"] = err.Error()
+			}
+			b, _ := json.Marshal(body)
+			_ = m.Respond(b)
+			a.log.Info("node replay done", "node", nodeID, "placements", st.Placements, "pinned", st.Pinned, "failed", st.Failed)
+		})
+	})
+	if err != nil {
+		return err
+	}
+	a.wg.Go(func() { <-a.ctx.Done(); _ = sub.Unsubscribe() })
 	a.log.Info("storage node started", "node", nodeID, "peer", id.PeerID, "addrs", strings.Join(id.Addrs, " "))
 	return nil
 }
+
+// replaySubject is where a node listens for replay requests (core NATS: a request, not an event).
+func replaySubject(nodeID string) string { return "anchorage.node." + nodeID + ".replay" }
 
 // nodeID is kubo.nodeID, or the id derived at this data dir's first start from its Kubo's peer id.
 func (a *app) nodeID(peerID string) (string, error) {

@@ -1,0 +1,537 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/anchorage-pin/anchorage/events"
+	"github.com/anchorage-pin/anchorage/projections"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// ProjectionTables lists, per projection, the read-model tables it owns. A rebuild replaces exactly these.
+var ProjectionTables = map[string][]string{
+	ProjectionOrgs:   {"orgs"},
+	ProjectionTokens: {"tokens"},
+	ProjectionPins:   {"pins", "pin_counts", "pin_org_state", "nodes", "placements", "sched_state"},
+}
+
+// seedRows are rows a migration inserts that a projection then only updates.
+var seedRows = map[string]string{
+	"sched_state": "INSERT INTO %s.sched_state (id) VALUES (1)",
+}
+
+// RebuildSource is the event log as a rebuild reads it.
+type RebuildSource interface {
+	LastSeq(ctx context.Context) (uint64, error)
+	// ReadUntil calls fn with batches of records matching filters with from <= Seq <= until, in order.
+	ReadUntil(ctx context.Context, from, until uint64, filters []string, maxBatch int, fn func([]events.Record) error) error
+}
+
+// RebuildOptions configure a rebuild.
+type RebuildOptions struct {
+	// Only limits the rebuild to these projections (default: all).
+	Only []string
+	// Progress is called as events are applied: done and total events so far.
+	Progress func(projection string, done, total uint64)
+	// Batch is the number of events per projection transaction (default 5000).
+	Batch  int
+	Logger *slog.Logger
+	// Projectors builds the projectors to run against a pool (default: Projectors).
+	Projectors func(pool *pgxpool.Pool) []projections.Projector
+}
+
+// RebuildStats reports what a rebuild did.
+type RebuildStats struct {
+	Events   uint64        // events applied to the shadow tables
+	Head     uint64        // the stream sequence the new read models include
+	Replay   time.Duration // replay and projection into the shadow tables
+	Indexes  time.Duration
+	Swap     time.Duration // the exclusive part
+	Total    time.Duration
+	Replaced []string // tables replaced
+}
+
+// Rebuild replays the log from sequence 1 into fresh copies of the read models and swaps them in, while the
+// API keeps serving the current ones. The copies are built by the same projectors as the live read models
+// (running with the shadow schema first on their search path), so the result is what incremental projection
+// produces. The swap is one short transaction that holds the live projections' checkpoints, catches the copies
+// up to the head of the log, moves them in (RLS, policies and grants already in place: no window where a
+// tenant sees another's rows) and sets the checkpoints; the live projector then simply carries on from there.
+func Rebuild(ctx context.Context, ownerDSN, apiRole string, src RebuildSource, opts RebuildOptions) (RebuildStats, error) {
+	start := time.Now()
+	sh, err := newShadow(ctx, ownerDSN, apiRole, "anchorage_rebuild", opts)
+	if err != nil {
+		return RebuildStats{}, err
+	}
+	defer sh.close()
+	st, err := sh.build(ctx, src)
+	if err != nil {
+		return st, err
+	}
+	t0 := time.Now()
+	if err := sh.swap(ctx, src); err != nil {
+		return st, err
+	}
+	st.Swap = time.Since(t0)
+	st.Total = time.Since(start)
+	st.Replaced = sh.tables()
+	st.Events = sh.applied
+	st.Head = sh.head
+	return st, nil
+}
+
+// shadow is a schema holding fresh copies of some projections' tables.
+type shadow struct {
+	owner    *pgxpool.Pool // search_path public: the live tables
+	pool     *pgxpool.Pool // search_path <schema>, public: the copies
+	schema   string
+	apiRole  string
+	names    []string // projections
+	projs    []projections.Projector
+	opts     RebuildOptions
+	log      *slog.Logger
+	applied  uint64
+	head     uint64
+	progress map[string]uint64
+}
+
+func newShadow(ctx context.Context, ownerDSN, apiRole, schema string, opts RebuildOptions) (*shadow, error) {
+	if opts.Batch <= 0 {
+		opts.Batch = 5000
+	}
+	if opts.Projectors == nil {
+		opts.Projectors = Projectors
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	sh := &shadow{schema: schema, apiRole: apiRole, opts: opts, log: opts.Logger, progress: map[string]uint64{}}
+	var err error
+	if sh.owner, err = OpenOwnerPool(ctx, ownerDSN, 4); err != nil {
+		return nil, err
+	}
+	cfg, err := pgxpool.ParseConfig(ownerDSN)
+	if err != nil {
+		sh.close()
+		return nil, err
+	}
+	cfg.MaxConns = 4
+	cfg.ConnConfig.RuntimeParams["application_name"] = "anchorage-rebuild"
+	cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
+	cfg.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{schema}.Sanitize() + ", public"
+	if sh.pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
+		sh.close()
+		return nil, fmt.Errorf("postgres: rebuild pool: %w", err)
+	}
+	all := sh.opts.Projectors(sh.pool)
+	for _, p := range all {
+		if len(opts.Only) == 0 || slices.Contains(opts.Only, p.Name()) {
+			if _, ok := ProjectionTables[p.Name()]; !ok {
+				continue // a projection without rebuildable tables
+			}
+			sh.projs = append(sh.projs, p)
+			sh.names = append(sh.names, p.Name())
+		}
+	}
+	for _, o := range opts.Only {
+		if !slices.Contains(sh.names, o) {
+			sh.close()
+			return nil, fmt.Errorf("unknown projection %q; projections are %v", o, keys(ProjectionTables))
+		}
+	}
+	if err := sh.create(ctx); err != nil {
+		sh.close()
+		return nil, err
+	}
+	return sh, nil
+}
+
+func keys(m map[string][]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (sh *shadow) close() {
+	if sh.pool != nil {
+		sh.pool.Close()
+	}
+	if sh.owner != nil {
+		_, _ = sh.owner.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{sh.schema}.Sanitize()+" CASCADE")
+		sh.owner.Close()
+	}
+}
+
+func (sh *shadow) tables() []string {
+	var out []string
+	for _, n := range sh.names {
+		out = append(out, ProjectionTables[n]...)
+	}
+	return out
+}
+
+// create makes the schema with empty copies of the tables (columns, defaults, checks and primary keys only:
+// secondary indexes are built after loading) and of the checkpoint table.
+func (sh *shadow) create(ctx context.Context) error {
+	s := pgx.Identifier{sh.schema}.Sanitize()
+	stmts := []string{"DROP SCHEMA IF EXISTS " + s + " CASCADE", "CREATE SCHEMA " + s}
+	for _, t := range append(sh.tables(), "projection_checkpoints") {
+		stmts = append(stmts, fmt.Sprintf("CREATE TABLE %s.%s (LIKE public.%s INCLUDING DEFAULTS INCLUDING CONSTRAINTS)", s, t, t))
+		if seed, ok := seedRows[t]; ok {
+			stmts = append(stmts, fmt.Sprintf(seed, s))
+		}
+	}
+	for _, q := range stmts {
+		if _, err := sh.owner.Exec(ctx, q); err != nil {
+			return fmt.Errorf("postgres: prepare rebuild (%s): %w", q, err)
+		}
+	}
+	// Primary keys now: the projectors' upserts need them.
+	return sh.copyIndexes(ctx, true)
+}
+
+// copyIndexes recreates the live tables' indexes on the copies, with the same names (index names are per
+// schema): the primary keys (pk) or every other index.
+func (sh *shadow) copyIndexes(ctx context.Context, pk bool) error {
+	for _, t := range append(sh.tables(), "projection_checkpoints") {
+		rows, err := sh.owner.Query(ctx, `SELECT i.indexname, i.indexdef, c.contype IS NOT NULL AND c.contype = 'p'
+			FROM pg_indexes i LEFT JOIN pg_constraint c ON c.conname = i.indexname AND c.conrelid = ('public.' || i.tablename)::regclass
+			WHERE i.schemaname = 'public' AND i.tablename = $1 ORDER BY i.indexname`, t)
+		if err != nil {
+			return err
+		}
+		type idx struct {
+			name, def string
+			pk        bool
+		}
+		var list []idx
+		for rows.Next() {
+			var x idx
+			if err := rows.Scan(&x.name, &x.def, &x.pk); err != nil {
+				rows.Close()
+				return err
+			}
+			list = append(list, x)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, x := range list {
+			if x.pk != pk {
+				continue
+			}
+			def := strings.Replace(x.def, " ON public."+t+" ", " ON "+pgx.Identifier{sh.schema}.Sanitize()+"."+t+" ", 1)
+			if _, err := sh.owner.Exec(ctx, def); err != nil {
+				return fmt.Errorf("postgres: rebuild index %s: %w", x.name, err)
+			}
+			if x.pk {
+				q := fmt.Sprintf("ALTER TABLE %s.%s ADD CONSTRAINT %s PRIMARY KEY USING INDEX %s",
+					pgx.Identifier{sh.schema}.Sanitize(), t, pgx.Identifier{x.name}.Sanitize(), pgx.Identifier{x.name}.Sanitize())
+				if _, err := sh.owner.Exec(ctx, q); err != nil {
+					return fmt.Errorf("postgres: rebuild primary key %s: %w", x.name, err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// build replays the log into the copies up to its head, then builds the secondary indexes and catches up with
+// what was appended meanwhile.
+func (sh *shadow) build(ctx context.Context, src RebuildSource) (RebuildStats, error) {
+	var st RebuildStats
+	t0 := time.Now()
+	head, err := src.LastSeq(ctx)
+	if err != nil {
+		return st, err
+	}
+	if err := sh.catchUp(ctx, src, func(string) uint64 { return head }); err != nil {
+		return st, err
+	}
+	st.Replay = time.Since(t0)
+	t1 := time.Now()
+	if err := sh.copyIndexes(ctx, false); err != nil {
+		return st, err
+	}
+	for _, t := range sh.tables() {
+		if _, err := sh.owner.Exec(ctx, "ANALYZE "+pgx.Identifier{sh.schema, t}.Sanitize()); err != nil {
+			return st, err
+		}
+	}
+	st.Indexes = time.Since(t1)
+	head, err = src.LastSeq(ctx)
+	if err != nil {
+		return st, err
+	}
+	return st, sh.catchUp(ctx, src, func(string) uint64 { return head })
+}
+
+// catchUp applies every projection's events from its shadow checkpoint up to until(projection).
+func (sh *shadow) catchUp(ctx context.Context, src RebuildSource, until func(string) uint64) error {
+	for _, p := range sh.projs {
+		from, err := p.Checkpoint(ctx)
+		if err != nil {
+			return err
+		}
+		to := until(p.Name())
+		if to > sh.head {
+			sh.head = to
+		}
+		if from >= to {
+			continue
+		}
+		prev := from
+		err = src.ReadUntil(ctx, from+1, to, p.Filters(), sh.opts.Batch, func(recs []events.Record) error {
+			if err := p.Apply(ctx, prev, recs); err != nil {
+				return fmt.Errorf("rebuild %s at event %d: %w", p.Name(), recs[0].Seq, err)
+			}
+			prev = recs[len(recs)-1].Seq
+			sh.applied += uint64(len(recs))
+			sh.progress[p.Name()] += uint64(len(recs))
+			if sh.opts.Progress != nil {
+				sh.opts.Progress(p.Name(), prev, to)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// swap moves the copies in. It locks the live checkpoints of the rebuilt projections (the live projector
+// waits), catches the copies up to the head of the log, gives them the live tables' row-level security,
+// policies and grants, replaces the live tables and sets the checkpoints, in one transaction.
+func (sh *shadow) swap(ctx context.Context, src RebuildSource) error {
+	tx, err := sh.owner.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '10s'"); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `SELECT name FROM projection_checkpoints WHERE name = ANY($1) FOR UPDATE`, sh.names); err != nil {
+		return fmt.Errorf("postgres: lock checkpoints: %w", err)
+	}
+	head, err := src.LastSeq(ctx)
+	if err != nil {
+		return err
+	}
+	if err := sh.catchUp(ctx, src, func(string) uint64 { return head }); err != nil {
+		return err
+	}
+	s := pgx.Identifier{sh.schema}.Sanitize()
+	for _, t := range sh.tables() {
+		if err := sh.copySecurity(ctx, tx, t); err != nil {
+			return err
+		}
+		for _, q := range []string{
+			"DROP TABLE public." + t,
+			fmt.Sprintf("ALTER TABLE %s.%s SET SCHEMA public", s, t),
+		} {
+			if _, err := tx.Exec(ctx, q); err != nil {
+				return fmt.Errorf("postgres: swap %s (%s): %w", t, q, err)
+			}
+		}
+	}
+	if sh.apiRole != "" {
+		if _, err := tx.Exec(ctx, "GRANT SELECT ON ALL TABLES IN SCHEMA public TO "+pgx.Identifier{sh.apiRole}.Sanitize()); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.Exec(ctx, fmt.Sprintf(`INSERT INTO public.projection_checkpoints AS c (name, last_seq, updated_at)
+		SELECT name, last_seq, now() FROM %s.projection_checkpoints WHERE name = ANY($1)
+		ON CONFLICT (name) DO UPDATE SET last_seq = excluded.last_seq, updated_at = excluded.updated_at`, s), sh.names); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+// copySecurity gives the copy of table t the live table's row-level security flags and policies.
+func (sh *shadow) copySecurity(ctx context.Context, tx pgx.Tx, t string) error {
+	var enabled, forced bool
+	if err := tx.QueryRow(ctx, `SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = ('public.' || $1)::regclass`, t).Scan(&enabled, &forced); err != nil {
+		return err
+	}
+	target := pgx.Identifier{sh.schema, t}.Sanitize()
+	if enabled {
+		if _, err := tx.Exec(ctx, "ALTER TABLE "+target+" ENABLE ROW LEVEL SECURITY"); err != nil {
+			return err
+		}
+	}
+	if forced {
+		if _, err := tx.Exec(ctx, "ALTER TABLE "+target+" FORCE ROW LEVEL SECURITY"); err != nil {
+			return err
+		}
+	}
+	rows, err := tx.Query(ctx, `SELECT policyname, permissive, roles::text[], cmd, qual, with_check FROM pg_policies WHERE schemaname = 'public' AND tablename = $1`, t)
+	if err != nil {
+		return err
+	}
+	type pol struct {
+		name, permissive, cmd string
+		roles                 []string
+		qual, check           *string
+	}
+	var pols []pol
+	for rows.Next() {
+		var p pol
+		if err := rows.Scan(&p.name, &p.permissive, &p.roles, &p.cmd, &p.qual, &p.check); err != nil {
+			rows.Close()
+			return err
+		}
+		pols = append(pols, p)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, p := range pols {
+		roles := make([]string, len(p.roles))
+		for i, r := range p.roles {
+			if r == "public" {
+				roles[i] = "PUBLIC"
+			} else {
+				roles[i] = pgx.Identifier{r}.Sanitize()
+			}
+		}
+		q := fmt.Sprintf("CREATE POLICY %s ON %s AS %s FOR %s TO %s", pgx.Identifier{p.name}.Sanitize(), target, p.permissive, p.cmd, strings.Join(roles, ", "))
+		if p.qual != nil {
+			q += " USING (" + *p.qual + ")"
+		}
+		if p.check != nil {
+			q += " WITH CHECK (" + *p.check + ")"
+		}
+		if _, err := tx.Exec(ctx, q); err != nil {
+			return fmt.Errorf("postgres: copy policy %s on %s: %w", p.name, t, err)
+		}
+	}
+	return nil
+}
+
+// errNothingToRebuild is returned by Verify when asked about no projection.
+var errNothingToRebuild = errors.New("postgres: nothing to rebuild")
+
+// compareFilter restricts a comparison to rows whose presence is meaningful: count buckets that went back to
+// zero may or may not exist, depending on how events were batched.
+var compareFilter = map[string]string{"pin_counts": "WHERE n <> 0"}
+
+// Difference is a table whose rebuilt rows differ from the live ones.
+type Difference struct {
+	Table        string
+	OnlyLive     int64    // rows the live table has and a rebuild does not
+	OnlyRebuilt  int64    // rows a rebuild has and the live table does not
+	SampleLive   []string // a few of those rows, as text
+	SampleRebult []string
+}
+
+// VerifyReport says whether the live read models equal a rebuild from the log.
+type VerifyReport struct {
+	Checked     map[string]int64 // rows compared per table
+	Checkpoints map[string]uint64
+	Differences []Difference
+}
+
+// Verify rebuilds the read models from the log into scratch tables, brings them to exactly the live
+// checkpoints (holding those meanwhile, so the live tables cannot move), and compares every row.
+func Verify(ctx context.Context, ownerDSN string, src RebuildSource, opts RebuildOptions) (VerifyReport, error) {
+	sh, err := newShadow(ctx, ownerDSN, "", "anchorage_verify", opts)
+	if err != nil {
+		return VerifyReport{}, err
+	}
+	defer sh.close()
+	if len(sh.projs) == 0 {
+		return VerifyReport{}, errNothingToRebuild
+	}
+	if _, err := sh.build(ctx, src); err != nil {
+		return VerifyReport{}, err
+	}
+	tx, err := sh.owner.Begin(ctx)
+	if err != nil {
+		return VerifyReport{}, err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	live := map[string]uint64{}
+	rows, err := tx.Query(ctx, `SELECT name, last_seq FROM projection_checkpoints WHERE name = ANY($1) FOR SHARE`, sh.names)
+	if err != nil {
+		return VerifyReport{}, err
+	}
+	for rows.Next() {
+		var n string
+		var s int64
+		if err := rows.Scan(&n, &s); err != nil {
+			rows.Close()
+			return VerifyReport{}, err
+		}
+		live[n] = uint64(s)
+	}
+	rows.Close()
+	for _, p := range sh.projs {
+		cp, err := p.Checkpoint(ctx)
+		if err != nil {
+			return VerifyReport{}, err
+		}
+		if cp > live[p.Name()] {
+			// The rebuild read past the live projection (it lags): verify at the live position instead.
+			return VerifyReport{}, fmt.Errorf("postgres: the live %s projection is at event %d, behind the log; verify again once it has caught up", p.Name(), live[p.Name()])
+		}
+	}
+	if err := sh.catchUp(ctx, src, func(name string) uint64 { return live[name] }); err != nil {
+		return VerifyReport{}, err
+	}
+	rep := VerifyReport{Checked: map[string]int64{}, Checkpoints: live}
+	s := pgx.Identifier{sh.schema}.Sanitize()
+	for _, t := range sh.tables() {
+		where := compareFilter[t]
+		var n int64
+		if err := tx.QueryRow(ctx, fmt.Sprintf("SELECT count(*) FROM public.%s %s", t, where)).Scan(&n); err != nil {
+			return rep, err
+		}
+		rep.Checked[t] = n
+		d := Difference{Table: t}
+		q := func(a, b string) (int64, []string, error) {
+			var cnt int64
+			diff := fmt.Sprintf("(SELECT * FROM %s.%s %s EXCEPT ALL SELECT * FROM %s.%s %s)", a, t, where, b, t, where)
+			if err := tx.QueryRow(ctx, "SELECT count(*) FROM "+diff+" d").Scan(&cnt); err != nil {
+				return 0, nil, err
+			}
+			var sample []string
+			if cnt > 0 {
+				rows, err := tx.Query(ctx, "SELECT d::text FROM "+diff+" d LIMIT 5")
+				if err != nil {
+					return 0, nil, err
+				}
+				for rows.Next() {
+					var r string
+					_ = rows.Scan(&r)
+					sample = append(sample, r)
+				}
+				rows.Close()
+			}
+			return cnt, sample, nil
+		}
+		if d.OnlyLive, d.SampleLive, err = q("public", s); err != nil {
+			return rep, err
+		}
+		if d.OnlyRebuilt, d.SampleRebult, err = q(s, "public"); err != nil {
+			return rep, err
+		}
+		if d.OnlyLive > 0 || d.OnlyRebuilt > 0 {
+			rep.Differences = append(rep.Differences, d)
+		}
+	}
+	return rep, nil
+}
