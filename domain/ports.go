@@ -50,4 +50,7 @@ type Env struct {
 type Meta struct {
 	Actor string
 	Corr  string
+	// IdempotencyKey, when set on a pin request, makes retries of the same request return the original pin
+	// instead of creating another (the HTTP Idempotency-Key header).
+	IdempotencyKey string
 }

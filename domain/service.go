@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 
 	"github.com/anchorage-pin/anchorage/events"
 	"github.com/google/uuid"
@@ -24,6 +25,8 @@ type Service struct {
 // Appended is the outcome of a command: the stream sequence of its last event.
 type Appended struct {
 	Seq uint64
+	// Replayed is true when an idempotent request was answered with the result of an earlier try.
+	Replayed bool
 }
 
 // ValidID reports whether id can name an aggregate instance (anchorage ids are UUIDs). Anything else cannot
@@ -88,21 +91,59 @@ func (s *Service) RequestPin(ctx context.Context, m Meta, org string, spec PinSp
 	if err != nil {
 		return events.PinRequested{}, Appended{}, err
 	}
+	id := s.Env.NewID()
+	if m.IdempotencyKey != "" {
+		if len(m.IdempotencyKey) > 255 {
+			return events.PinRequested{}, Appended{}, Errorf(ErrInvalid, "the Idempotency-Key is %d bytes long; the limit is 255", len(m.IdempotencyKey))
+		}
+		// The id derives from the key: a retry lands on the same, already written subject and is answered with
+		// the original request, however long after (no dedup window involved).
+		id = uuid.NewSHA1(idempotencyNamespace, []byte(org+"\x00"+m.IdempotencyKey)).String()
+		if orig, app, ok, err := s.replayed(ctx, org, id, spec); ok || err != nil {
+			return orig, app, err
+		}
+	}
 	if err := s.checkQuota(ctx, org); err != nil {
 		return events.PinRequested{}, Appended{}, err
 	}
-	ev := Request(org, s.Env.NewID(), spec)
+	ev := Request(org, id, spec)
 	ev.Created = s.Env.Created(org)
 	env, err := s.envelope(m, ev)
 	if err != nil {
 		return events.PinRequested{}, Appended{}, err
 	}
-	// A fresh id: the subject must be empty, so this cannot conflict except on an id collision.
+	// The subject must be empty: a fresh id cannot conflict, and a keyed one conflicts with its own earlier try.
 	seqs, err := s.Log.Append(ctx, Message{Subject: events.PinSubject(org, ev.RequestID), Expect: 0, Envelope: env})
+	if errors.Is(err, ErrConflict) && m.IdempotencyKey != "" {
+		if orig, app, ok, err := s.replayed(ctx, org, id, spec); ok || err != nil {
+			return orig, app, err
+		}
+	}
 	if err != nil {
 		return events.PinRequested{}, Appended{}, err
 	}
 	return ev, Appended{Seq: seqs[0]}, nil
+}
+
+// idempotencyNamespace derives pin ids from Idempotency-Keys.
+var idempotencyNamespace = uuid.MustParse("1b4e28ba-2fa1-11d2-883f-0016d3cca427")
+
+// replayed looks for an earlier request under the same Idempotency-Key: the same pin is returned as it was
+// requested (ok); a different one means the key was reused for another request.
+func (s *Service) replayed(ctx context.Context, org, id string, spec PinSpec) (events.PinRequested, Appended, bool, error) {
+	recs, _, err := s.Log.Load(ctx, events.PinSubject(org, id))
+	if err != nil || len(recs) == 0 {
+		return events.PinRequested{}, Appended{}, false, err
+	}
+	orig, ok := recs[0].Event.(events.PinRequested)
+	if !ok {
+		return events.PinRequested{}, Appended{}, false, nil
+	}
+	if orig.CID != spec.CID || orig.Name != spec.Name || !maps.Equal(orig.Meta, spec.Meta) {
+		return events.PinRequested{}, Appended{}, true, ReasonErrorf(ErrInvalid, "IDEMPOTENCY_KEY_REUSED",
+			"this Idempotency-Key was already used for another pin request (cid %s); use a new key for a new request", clip(orig.CID))
+	}
+	return orig, Appended{Seq: recs[0].Seq, Replayed: true}, true, nil
 }
 
 func (s *Service) checkQuota(ctx context.Context, org string) error {

@@ -518,3 +518,31 @@ func TestRevokeToken(t *testing.T) {
 	assert.Equal(t, uint64(2), app.Seq)
 	assert.Len(t, l.batches, 1, "and records nothing")
 }
+
+func TestRequestPinIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	svc, log := newService()
+	m := domain.Meta{Actor: "token:t1", IdempotencyKey: "upload-42"}
+	spec := domain.PinSpec{CID: "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi", Name: "a"}
+	first, app1, err := svc.RequestPin(ctx, m, orgID, spec)
+	require.NoError(t, err)
+	require.False(t, app1.Replayed)
+	// A retry returns the original request and appends nothing.
+	before := log.appendCalls
+	again, app2, err := svc.RequestPin(ctx, m, orgID, spec)
+	require.NoError(t, err)
+	require.True(t, app2.Replayed)
+	require.Equal(t, first.RequestID, again.RequestID)
+	require.Equal(t, first.Created, again.Created)
+	require.Equal(t, before, log.appendCalls)
+	// The same key for another pin is refused; another key or org gets its own pin.
+	_, _, err = svc.RequestPin(ctx, m, orgID, domain.PinSpec{CID: spec.CID, Name: "b"})
+	require.ErrorIs(t, err, domain.ErrInvalid)
+	var de *domain.Error
+	require.ErrorAs(t, err, &de)
+	require.Equal(t, "IDEMPOTENCY_KEY_REUSED", de.Reason)
+	other, _, err := svc.RequestPin(ctx, domain.Meta{IdempotencyKey: "upload-43"}, orgID, spec)
+	require.NoError(t, err)
+	require.NotEqual(t, first.RequestID, other.RequestID)
+}

@@ -13,8 +13,9 @@ import (
 )
 
 // commandMeta is what every event caused by this request records: the token's actor and the request id.
+// An Idempotency-Key on POST /pins makes a retried request return the original pin, not a second one.
 func commandMeta(r *http.Request, p Principal) domain.Meta {
-	return domain.Meta{Actor: p.Actor, Corr: requestID(r.Context())}
+	return domain.Meta{Actor: p.Actor, Corr: requestID(r.Context()), IdempotencyKey: r.Header.Get("Idempotency-Key")}
 }
 
 // pathID returns the {requestid} of the route, or answers 404 if it cannot be an anchorage id.
@@ -145,6 +146,17 @@ func (s *server) deletePin(w http.ResponseWriter, r *http.Request) {
 // delegates are this node's until the pin is placed.
 func (s *server) respondRequested(w http.ResponseWriter, r *http.Request, p Principal, _ string, ev events.PinRequested, app domain.Appended) {
 	s.cfg.Horizon.Record(p.OrgID, app.Seq)
+	if app.Replayed {
+		// A retry of an earlier request (Idempotency-Key): answer with that pin as it is now, if it still exists.
+		if s.awaitProjection(r, "replay", app.Seq) {
+			if v, err := s.cfg.Reader.GetPin(r.Context(), p.OrgID, ev.RequestID); err == nil {
+				if ps, err := (&delegates{s: s}).fromView(r, v); err == nil {
+					writeJSON(w, http.StatusAccepted, ps)
+					return
+				}
+			}
+		}
+	}
 	ps, err := (&delegates{s: s}).fromEvent(r, ev)
 	if err != nil {
 		s.writeError(w, r, err)

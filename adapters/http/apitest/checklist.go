@@ -67,6 +67,7 @@ func RunChecklist(t *testing.T, env Env) {
 	t.Run("decision_conflicts_never_409", s.noConflict409)
 	t.Run("scopes_read_only_token", s.readOnly)
 	t.Run("isolation_cross_org", s.isolation)
+	t.Run("extension_idempotency_key", s.idempotencyKey)
 }
 
 type suite struct {
@@ -1083,5 +1084,35 @@ func (s *suite) isolation(t *testing.T) {
 	got := s.c.Get(t, s.env.TokenA, p.RequestID)
 	if got.Pin.CID != c || got.Pin.Name != name {
 		t.Errorf("org A's pin changed: %+v", got)
+	}
+}
+
+// Extension: a POST retried with the same Idempotency-Key (a client that lost the response) returns the
+// original pin instead of creating a second one; the key reused for a different pin is a 400.
+func (s *suite) idempotencyKey(t *testing.T) {
+	c := RandomCID()
+	name := s.name("idem")
+	key := "retry-" + randomHex(8)
+	first := decode[PinStatus](t, s.c.Expect(t, http.StatusAccepted, http.MethodPost, "/pins", s.env.TokenA,
+		map[string]any{"cid": c, "name": name}, "Idempotency-Key", key))
+	again := decode[PinStatus](t, s.c.Expect(t, http.StatusAccepted, http.MethodPost, "/pins", s.env.TokenA,
+		map[string]any{"cid": c, "name": name}, "Idempotency-Key", key))
+	if again.RequestID != first.RequestID || again.Created != first.Created {
+		t.Errorf("retry with the same Idempotency-Key created %s (%s), want the original %s (%s)",
+			again.RequestID, again.Created, first.RequestID, first.Created)
+	}
+	if n := s.named(t, s.env.TokenA, name).Count; n != 1 {
+		t.Errorf("two POSTs with one Idempotency-Key left %d pins, want 1", n)
+	}
+	r := s.c.Do(t, http.MethodPost, "/pins", s.env.TokenA, map[string]any{"cid": RandomCID(), "name": name},
+		"Idempotency-Key", key)
+	wantStatus(t, "Idempotency-Key reused for another pin", r, http.StatusBadRequest, "Idempotency-Key")
+	// Keys are per organisation: the same key in another org is that org's own request.
+	if s.env.TokenB != "" {
+		other := decode[PinStatus](t, s.c.Expect(t, http.StatusAccepted, http.MethodPost, "/pins", s.env.TokenB,
+			map[string]any{"cid": c, "name": name}, "Idempotency-Key", key))
+		if other.RequestID == first.RequestID {
+			t.Errorf("the same Idempotency-Key in two organisations gave one requestid %s", other.RequestID)
+		}
 	}
 }
