@@ -216,4 +216,3 @@ func TestRebuildOnly(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, rep.Differences)
 }
-
