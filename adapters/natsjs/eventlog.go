@@ -74,6 +74,7 @@ type EventLog struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
 	sync   *groupSync // nil unless the server runs in SyncGroup mode
+	dir    string     // the stream's directory when the server is embedded ("" for a remote log)
 	log    *slog.Logger
 	m      *Metrics
 }
@@ -91,6 +92,7 @@ func OpenLog(ctx context.Context, s *Server, cfg LogConfig) (*EventLog, error) {
 		nc.Close()
 		return nil, err
 	}
+	l.dir = s.StreamDir()
 	if s.Sync() == SyncGroup {
 		observe := l.m.observeSync
 		if cfg.OnSync != nil {

@@ -41,6 +41,14 @@ func startTestNode(t *testing.T) *testNode {
 // or pointing it at a new, empty database.
 func startTestNodeOn(t *testing.T, dir string, db pgschema.DB, kubo *kubod.Daemon) *testNode {
 	t.Helper()
+	n, err := tryStartTestNode(t, dir, db, kubo, nil)
+	require.NoError(t, err)
+	return n
+}
+
+// tryStartTestNode is startTestNodeOn returning startApp's error; opts, if set, edits the options first.
+func tryStartTestNode(t *testing.T, dir string, db pgschema.DB, kubo *kubod.Daemon, opts func(*appOptions)) (*testNode, error) {
+	t.Helper()
 	ctx := context.Background()
 	keyPath := filepath.Join(dir, "k1.key")
 	if _, err := os.Stat(keyPath); err != nil {
@@ -60,10 +68,16 @@ func startTestNodeOn(t *testing.T, dir string, db pgschema.DB, kubo *kubod.Daemo
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	// No storage node and no scheduler: the checklist moves pins through statuses by hand (SetStatus).
-	a, err := startApp(ctx, appOptions{Cfg: cfg, OwnerDSN: db.OwnerDSN, APIDSN: db.APIDSN, Delegates: delegates, Logger: log, NoScheduler: true})
-	require.NoError(t, err)
+	o := appOptions{Cfg: cfg, OwnerDSN: db.OwnerDSN, APIDSN: db.APIDSN, Delegates: delegates, Logger: log, NoScheduler: true}
+	if opts != nil {
+		opts(&o)
+	}
+	a, err := startApp(ctx, o)
+	if err != nil {
+		return nil, err
+	}
 	t.Cleanup(func() { a.close(context.Background()) })
-	return &testNode{app: a, db: db, kubo: kubo}
+	return &testNode{app: a, db: db, kubo: kubo}, nil
 }
 
 // org creates an org and mints a token in it, through the same commands the admin CLI uses.

@@ -46,6 +46,8 @@ type appOptions struct {
 	Kubo *kubo.Client
 	// NoScheduler keeps this process out of the scheduler election (tests that place pins by hand).
 	NoScheduler bool
+	// AcceptLogLoss starts on a damaged event log (see checkLog) and rebuilds the read models from it.
+	AcceptLogLoss bool
 }
 
 // app is one running anchorage node: embedded NATS with the event log, projectors, the token registry and
@@ -146,14 +148,21 @@ func startApp(ctx context.Context, o appOptions) (_ *app, err error) {
 	a.runner = projections.NewRunner(a.elog, postgres.Projectors(a.owner), projections.RunnerConfig{Logger: a.log, Registerer: a.reg})
 	// Read models empty behind a non-empty log (a lost or new database): rebuild them in the background with the
 	// fast path before following the log; meanwhile reads answer 503 and writes keep working.
+	// A damaged log (events missing) stops the start here unless the loss is accepted, which also rebuilds.
+	damaged, recovered, err := a.checkLog(ctx, o.AcceptLogLoss)
+	if err != nil {
+		return nil, err
+	}
 	empty, err := a.readModelsEmpty(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if empty {
+	if empty || damaged {
 		a.rebuilding.Store(&rebuildState{})
 		a.wg.Go(func() {
-			a.rebuildReadModels(o.OwnerDSN, apiCfg.User)
+			if a.rebuildReadModels(o.OwnerDSN, apiCfg.User) && recovered != nil {
+				recovered()
+			}
 			a.runner.Run(a.ctx)
 		})
 	} else {

@@ -35,6 +35,8 @@ type devOptions struct {
 	dataDir string
 	listen  string
 	cfgPath string
+	// acceptLogLoss starts on a damaged event log (see checkLog).
+	acceptLogLoss bool
 	// ready, when set, receives the running node (tests).
 	ready func(*devNode)
 }
@@ -66,6 +68,7 @@ reaches this node.`,
 	cmd.Flags().StringVar(&o.dataDir, "data-dir", "", "where everything is kept (default ./.anchorage, or dataDir from config)")
 	cmd.Flags().StringVar(&o.listen, "listen", "", "HTTP listen address (default 127.0.0.1:8080; 127.0.0.1:0 picks a free port)")
 	cmd.Flags().StringVarP(&o.cfgPath, "config", "c", "", "optional configuration file; ANCHORAGE_* variables override it")
+	cmd.Flags().BoolVar(&o.acceptLogLoss, "accept-log-loss", false, acceptLogLossHelp)
 	return cmd
 }
 
@@ -163,7 +166,7 @@ func startDev(ctx context.Context, e env, o devOptions) (_ *devNode, err error) 
 	}
 	delegates = kubo.NewDelegates(kc, 30*time.Second).Addrs
 
-	n.app, err = startApp(ctx, appOptions{Cfg: cfg, OwnerDSN: ownerDSN, APIDSN: apiDSN, Delegates: delegates, Logger: log, Kubo: kc})
+	n.app, err = startApp(ctx, appOptions{Cfg: cfg, OwnerDSN: ownerDSN, APIDSN: apiDSN, Delegates: delegates, Logger: log, Kubo: kc, AcceptLogLoss: o.acceptLogLoss})
 	if err != nil {
 		return nil, err
 	}

@@ -54,6 +54,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(serveCmd(e), devCmd(e), adminCmd(e), replayCmd(e))
+	root.AddCommand(eventsCmd(e))
 	if addr := getenv("ANCHORAGE_PPROF"); addr != "" {
 		// Opt-in profiling on a separate listener (e.g. 127.0.0.1:6060), never on the API's.
 		go func() { _ = http.ListenAndServe(addr, pprofMux()) }()
@@ -96,8 +97,14 @@ func loadConfig(path string, getenv func(string) string, mode config.Mode) (conf
 	return cfg, nil
 }
 
+// acceptLogLossHelp is the --accept-log-loss flag's help.
+const acceptLogLossHelp = "start although the event log lost events (a damaged block file): the loss is logged and " +
+	"recorded, and the read models are rebuilt from what the log still holds. Without it such a node refuses to start; " +
+	"restoring a backup (anchorage events import) loses nothing"
+
 func serveCmd(e env) *cobra.Command {
 	var cfgPath string
+	var acceptLogLoss bool
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run an anchorage node against an external PostgreSQL (the production entry point)",
@@ -119,7 +126,7 @@ func serveCmd(e env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			a, err := startApp(cmd.Context(), appOptions{Cfg: cfg, OwnerDSN: cfg.Postgres.URL, APIDSN: cfg.Postgres.APIURL, Delegates: delegates, Logger: log, Kubo: kc})
+			a, err := startApp(cmd.Context(), appOptions{Cfg: cfg, OwnerDSN: cfg.Postgres.URL, APIDSN: cfg.Postgres.APIURL, Delegates: delegates, Logger: log, Kubo: kc, AcceptLogLoss: acceptLogLoss})
 			if err != nil {
 				return err
 			}
@@ -130,5 +137,6 @@ func serveCmd(e env) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "configuration file (YAML); ANCHORAGE_* variables override it")
+	cmd.Flags().BoolVar(&acceptLogLoss, "accept-log-loss", false, acceptLogLossHelp)
 	return cmd
 }

@@ -48,10 +48,11 @@ func (a *app) readModelsEmpty(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
-// rebuildReadModels rebuilds every read model from the log, retrying until it succeeds or the node stops.
-func (a *app) rebuildReadModels(ownerDSN, apiRole string) {
+// rebuildReadModels rebuilds every read model from the log, retrying until it succeeds (true) or the node
+// stops (false).
+func (a *app) rebuildReadModels(ownerDSN, apiRole string) bool {
 	st := a.rebuilding.Load()
-	a.log.Warn("the read models are empty but the event log is not: rebuilding them from the log before serving reads")
+	a.log.Warn("rebuilding the read models from the event log before serving reads")
 	for a.ctx.Err() == nil {
 		stats, err := postgres.Rebuild(a.ctx, ownerDSN, apiRole, a.elog, postgres.RebuildOptions{
 			Logger: a.log,
@@ -64,7 +65,7 @@ func (a *app) rebuildReadModels(ownerDSN, apiRole string) {
 		if err == nil {
 			a.log.Info("read models rebuilt from the event log", "events", stats.Events, "head", stats.Head, "took", stats.Total.String())
 			a.rebuilding.Store(nil)
-			return
+			return true
 		}
 		st.mu.Lock()
 		st.err = err
@@ -72,6 +73,7 @@ func (a *app) rebuildReadModels(ownerDSN, apiRole string) {
 		a.log.Error("rebuilding the read models failed; retrying", "err", err)
 		sleepCtx(a.ctx, 5*time.Second)
 	}
+	return false
 }
 
 // whileRebuilding answers reads of the pins API with 503 and Retry-After while the read models are rebuilt:
