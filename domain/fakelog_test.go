@@ -168,14 +168,21 @@ func (l *fakeLog) events(subject string) []events.Event {
 }
 
 // interfere makes the next n Appends lose a race: just before each, another writer appends conc(i) to the
-// subject of the first message.
+// subject of the first message that expects a non-empty subject (else the first message).
 func (l *fakeLog) interfere(t testing.TB, n int, conc func(i int) events.Event) {
 	var i int
 	l.beforeAppend = func(l *fakeLog, msgs []domain.Message) {
 		if i >= n {
 			return
 		}
-		l.seed(t, msgs[0].Subject, conc(i))
+		subject := msgs[0].Subject
+		for _, m := range msgs {
+			if m.Expect > 0 {
+				subject = m.Subject
+				break
+			}
+		}
+		l.seed(t, subject, conc(i))
 		i++
 	}
 }

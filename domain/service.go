@@ -188,9 +188,12 @@ func (s *Service) ReplacePin(ctx context.Context, m Meta, org, oldID string, spe
 		if err != nil {
 			return nil, err
 		}
+		// The new request goes first. Projectors may commit an atomic append in two parts; in between, the
+		// successor must already exist (pending), or the old request would look replaced by nothing and its
+		// placements would be released before the new ones are pinned (blocks they share would go unpinned).
 		return []Message{
-			{Subject: events.PinSubject(org, oldID), Expect: last, Envelope: e1},
 			{Subject: events.PinSubject(org, newID), Expect: 0, Envelope: e2},
+			{Subject: events.PinSubject(org, oldID), Expect: last, Envelope: e1},
 		}, nil
 	})
 	return out, Appended{Seq: seq}, err

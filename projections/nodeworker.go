@@ -76,14 +76,16 @@ type Worker struct {
 	lg     *slog.Logger
 	sem    chan struct{}
 
-	mu      sync.Mutex
-	terms   termFence
-	state   map[PinRef]*placementState
-	refs    map[string]int // live placements per CID (by multihash)
-	jobs    sync.WaitGroup
-	synced  bool
-	ctx     context.Context // the Run context: jobs stop with it
-	reports chan report
+	mu    sync.Mutex
+	terms termFence
+	state map[PinRef]*placementState
+	refs  map[string]int // live placements per CID (by multihash)
+	// resumeOrigins are the origins of unfinished placements found by rebuild, for resume.
+	resumeOrigins map[PinRef][]string
+	jobs          sync.WaitGroup
+	synced        bool
+	ctx           context.Context // the Run context: jobs stop with it
+	reports       chan report
 	// reportsMu guards sending on reports against its close at shutdown (a delayed pinning report can fire late).
 	reportsMu     sync.RWMutex
 	reportsClosed bool
@@ -121,7 +123,7 @@ func NewWorker(src WorkerSource, pinner Pinner, cfg WorkerConfig) *Worker {
 	f := promauto.With(reg)
 	return &Worker{
 		src: src, pinner: pinner, cfg: cfg, lg: cfg.Logger.With("component", "worker", "node", cfg.NodeID),
-		sem: make(chan struct{}, cfg.Concurrency), state: map[PinRef]*placementState{}, refs: map[string]int{},
+		sem: make(chan struct{}, cfg.Concurrency), state: map[PinRef]*placementState{}, refs: map[string]int{}, resumeOrigins: map[PinRef][]string{},
 		pinned:     f.NewCounter(prometheus.CounterOpts{Name: "anchorage_worker_pins_total", Help: "Pins this node's worker completed."}),
 		failed:     f.NewCounter(prometheus.CounterOpts{Name: "anchorage_worker_pin_failures_total", Help: "Pins this node's worker reported failed."}),
 		unpins:     f.NewCounter(prometheus.CounterOpts{Name: "anchorage_worker_unpins_total", Help: "CIDs this node's worker unpinned from Kubo."}),
@@ -154,6 +156,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.reports = make(chan report, 4*w.cfg.Concurrency)
 	reporterDone := make(chan struct{})
 	go func() { w.reporter(); close(reporterDone) }()
+	if n := w.resume(); n > 0 {
+		w.lg.Info("resumed placements left unfinished by the previous run", "placements", n)
+	}
 	filters := []string{events.NodePlacements(w.cfg.NodeID), events.SchedTerm}
 	err := w.src.ConsumeDurable(ctx, "node-"+w.cfg.NodeID, filters, 4*w.cfg.Concurrency, w.cfg.PinTimeout+time.Minute,
 		w.handle, func(err error) { w.lg.Error("delivery failed", "err", err) })
@@ -224,6 +229,9 @@ func (w *Worker) rebuild(ctx context.Context) error {
 		case events.PinPlaced:
 			if w.terms.valid(r.Seq, e.Term) {
 				w.setLive(PinRef{e.OrgID, e.RequestID}, r.Seq, e.CID, false)
+				if len(e.Origins) > 0 {
+					w.resumeOrigins[PinRef{e.OrgID, e.RequestID}] = e.Origins
+				}
 			}
 		case events.PinStatusObserved:
 			if e.CID != "" && e.PlacedSeq > 0 {
@@ -291,6 +299,11 @@ func (w *Worker) placed(d Delivery, rec events.Record, e events.PinPlaced) {
 	} else {
 		st = w.setLive(ref, rec.Seq, e.CID, false)
 	}
+	w.startLocked(d, ref, rec, e, st)
+}
+
+// startLocked starts the pin job of placement st unless one runs; it is called with w.mu held and releases it.
+func (w *Worker) startLocked(d Delivery, ref PinRef, rec events.Record, e events.PinPlaced, st *placementState) {
 	if st.cancel != nil {
 		w.mu.Unlock()
 		_ = d.Ack() // the job for this placement is running and will report
@@ -527,6 +540,67 @@ func (f *termFence) valid(seq, term uint64) bool {
 		}
 	}
 	return true
+}
+
+// resume starts the pin jobs of placements that are live but have no final report: ones a previous run was
+// working on when it stopped or crashed, and ones its consumer had fetched but not handed over. Their
+// deliveries only come back after the ack wait (the pin timeout plus a minute); a redelivery that finds the
+// job running or done is simply acknowledged.
+func (w *Worker) resume() int {
+	type job struct {
+		ref PinRef
+		rec events.Record
+		e   events.PinPlaced
+	}
+	w.mu.Lock()
+	var jobs []job
+	for ref, st := range w.state {
+		if st.live && !st.done && st.cancel == nil {
+			jobs = append(jobs, job{ref,
+				events.Record{Seq: st.seq, Subject: events.PlaceSubject(w.cfg.NodeID, ref.OrgID, ref.RequestID)},
+				events.PinPlaced{OrgID: ref.OrgID, RequestID: ref.RequestID, NodeID: w.cfg.NodeID, CID: st.cid, Origins: w.resumeOrigins[ref]}})
+		}
+	}
+	w.resumeOrigins = nil
+	w.mu.Unlock()
+	slices.SortFunc(jobs, func(a, b job) int { return cmp.Compare(a.rec.Seq, b.rec.Seq) })
+	for _, j := range jobs {
+		j.rec.Event = j.e
+		w.restart(&resumed{w: w, ref: j.ref, rec: j.rec, e: j.e})
+	}
+	return len(jobs)
+}
+
+// restart starts a resumed placement's job if it is still live, unfinished and not running.
+func (w *Worker) restart(d *resumed) {
+	w.mu.Lock()
+	st := w.state[d.ref]
+	if st == nil || st.seq != d.rec.Seq || !st.live || st.done || st.cancel != nil {
+		w.mu.Unlock()
+		return
+	}
+	w.startLocked(d, d.ref, d.rec, d.e, st)
+}
+
+// resumed is the Delivery of a placement restored from the log rather than delivered by the consumer: Ack is a
+// no-op (the consumer's own delivery is acknowledged when it comes), Nak tries again after the delay.
+type resumed struct {
+	w   *Worker
+	ref PinRef
+	rec events.Record
+	e   events.PinPlaced
+}
+
+func (d *resumed) Event() events.Record { return d.rec }
+func (d *resumed) Attempt() uint64      { return 2 } // may have been reported just before the stop: check first
+func (d *resumed) Ack() error           { return nil }
+func (d *resumed) Nak(delay time.Duration) error {
+	time.AfterFunc(delay, func() {
+		if d.w.ctx != nil && d.w.ctx.Err() == nil {
+			d.w.restart(d)
+		}
+	})
+	return nil
 }
 
 // ReplayStats counts what a replay re-drove.

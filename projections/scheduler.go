@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -53,6 +54,14 @@ type PlacementRef struct {
 	CID    string
 	// Replaced is true when the request was replaced (not removed).
 	Replaced bool
+	// Origins are the pin's origins (set for placements to move).
+	Origins []string
+}
+
+// MoveOrigins is where the target of a move fetches from: the addresses of the node the placement leaves
+// (it holds the blocks) first, then the pin's own origins.
+func MoveOrigins(sourceAddrs, pinOrigins []string) []string {
+	return domain.CleanOrigins(append(slices.Clone(sourceAddrs), pinOrigins...))
 }
 
 // SchedState is the scheduler's state as projected: the latest term and maintenance mode.
@@ -71,6 +80,7 @@ type SchedulerStore interface {
 	NodesOf(ctx context.Context, refs []PinRef) (map[PinRef][]string, error)
 	Releasable(ctx context.Context, limit int) ([]PlacementRef, error)
 	MovesDone(ctx context.Context, limit int) ([]PlacementRef, error)
+	MovesFailed(ctx context.Context, limit int) ([]PlacementRef, error)
 	OnDrained(ctx context.Context, nodes []string, limit int) ([]PlacementRef, error)
 }
 
@@ -112,6 +122,9 @@ type SchedulerConfig struct {
 	// Projected returns the pins projection's applied sequence, to know when own decisions are visible.
 	Projected func() uint64
 	Now       func() time.Time
+	// MoveRetry is the wait before a failed move of a drained node's pin is tried again; it doubles with each
+	// failure of the same pin, up to 10 minutes (default 30 s).
+	MoveRetry time.Duration
 }
 
 // Scheduler places pins on nodes. One is active at a time across the cluster (leader lease); it writes every
@@ -136,6 +149,7 @@ func NewScheduler(store SchedulerStore, log SchedulerLog, leases Campaigner, liv
 	cfg.LeaseTTL = cmp.Or(cfg.LeaseTTL, 5*time.Second)
 	cfg.Interval = cmp.Or(cfg.Interval, 250*time.Millisecond)
 	cfg.Batch = cmp.Or(cfg.Batch, 512)
+	cfg.MoveRetry = cmp.Or(cfg.MoveRetry, 30*time.Second)
 	cfg.Logger = cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -203,7 +217,7 @@ func (s *Scheduler) lead(ctx context.Context, lease Lease) error {
 	s.lg.Info("leading", "term", term)
 	s.leader.Set(1)
 	s.termG.Set(float64(term))
-	r := &round{s: s, term: term, pending: map[PinRef]uint64{}, pendingOn: map[string]int64{}}
+	r := &round{s: s, term: term, pending: map[PinRef]uint64{}, pendingOn: map[string]int64{}, retry: map[PinRef]moveRetry{}}
 	tick := time.NewTicker(s.cfg.Interval)
 	defer tick.Stop()
 	for {
@@ -251,6 +265,15 @@ type round struct {
 	mu        sync.Mutex
 	pending   map[PinRef]uint64
 	pendingOn map[string]int64
+	// addrs are the registered nodes' addresses (this round's), retry the backoff of pins whose move failed.
+	addrs map[string][]string
+	retry map[PinRef]moveRetry
+}
+
+// moveRetry is when a pin whose move failed may be moved again.
+type moveRetry struct {
+	fails int
+	at    time.Time
 }
 
 // run makes one round of decisions; busy reports that there may be more work right away.
@@ -277,7 +300,9 @@ func (r *round) run(ctx context.Context) (busy bool, err error) {
 	}
 	cands := make([]domain.Candidate, 0, len(nodes))
 	var drained []string
+	r.addrs = make(map[string][]string, len(nodes))
 	for _, n := range nodes {
+		r.addrs[n.ID] = n.Addrs
 		_, live := free[n.ID]
 		cands = append(cands, domain.Candidate{
 			NodeID: n.ID, Schedulable: n.State == NodeActive, Live: live, Capacity: n.Capacity,
@@ -313,6 +338,20 @@ func (r *round) run(ctx context.Context) (busy bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	// Moves that failed (the target could not fetch the content) are released, to be tried again after a
+	// backoff; meanwhile the placement on the drained node keeps the pin.
+	failed, err := s.store.MovesFailed(ctx, limit)
+	if err != nil {
+		return false, err
+	}
+	nf, err := r.unplace(ctx, failed, func(PlacementRef) string { return "move failed" })
+	if err != nil {
+		return false, err
+	}
+	for _, p := range failed {
+		r.moveFailed(p)
+	}
+	n2 += nf
 	// 3. Drain: place each pin of a drained node elsewhere, marked as a move.
 	n3 := 0
 	if len(drained) > 0 {
@@ -334,6 +373,17 @@ func (r *round) run(ctx context.Context) (busy bool, err error) {
 		return false, err
 	}
 	return n1+n2+n3+n4 > 0 && (len(rel) == limit || len(done) == limit || len(under) == limit), nil
+}
+
+// moveFailed schedules the next try of a pin whose move failed.
+func (r *round) moveFailed(p PlacementRef) {
+	rt := r.retry[p.PinRef]
+	rt.fails++
+	wait := r.s.cfg.MoveRetry << min(rt.fails-1, 10)
+	rt.at = r.s.cfg.Now().Add(min(wait, 10*time.Minute))
+	r.retry[p.PinRef] = rt
+	r.s.lg.Warn("moving a pin to another node failed; the drain tries again later", "org", p.OrgID, "request", p.RequestID,
+		"target", p.NodeID, "cid", p.CID, "failures", rt.fails, "retryAt", rt.at)
 }
 
 // forgetProjected drops pending decisions the pins projection has applied.
@@ -468,8 +518,12 @@ func (r *round) move(ctx context.Context, on []PlacementRef, cands []domain.Cand
 	var msgs []domain.Message
 	var refs []PinRef
 	var targets []string
+	now := s.cfg.Now()
 	for _, p := range on {
 		if r.isPending(p.PinRef) {
+			continue
+		}
+		if rt, ok := r.retry[p.PinRef]; ok && now.Before(rt.at) {
 			continue
 		}
 		// Never onto a node that already holds the pin (replication > 1).
@@ -481,7 +535,10 @@ func (r *round) move(ctx context.Context, on []PlacementRef, cands []domain.Cand
 		if err != nil {
 			return 0, err
 		}
-		env, err := s.envelope(events.PinPlaced{OrgID: p.OrgID, RequestID: p.RequestID, NodeID: nodes[0], CID: p.CID, Term: r.term, MovedFrom: p.NodeID})
+		// The target fetches from the node it replaces (which holds the blocks) and the pin's origins: without
+		// content routing nothing else would find them.
+		env, err := s.envelope(events.PinPlaced{OrgID: p.OrgID, RequestID: p.RequestID, NodeID: nodes[0], CID: p.CID,
+			Origins: MoveOrigins(r.addrs[p.NodeID], p.Origins), Term: r.term, MovedFrom: p.NodeID})
 		if err != nil {
 			return 0, err
 		}

@@ -81,6 +81,9 @@ func (l *EventLog) Consume(ctx context.Context, cfg DurableConfig, from uint64, 
 		cons, err = l.stream.UpdateConsumer(ctx, have)
 	}
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting up
+		}
 		return fmt.Errorf("natsjs: durable consumer %s: %w", cfg.Name, err)
 	}
 	cctx, err := cons.Consume(func(m jetstream.Msg) {

@@ -126,7 +126,24 @@ func (s *SchedulerStore) OnDrained(ctx context.Context, nodes []string, limit in
 	if err != nil {
 		return nil, interpret(err)
 	}
-	return placementRefs(rows, func(r dbsqlc.SchedOnDrainedRow) (uuid.UUID, uuid.UUID, string, string, bool) {
+	out := placementRefs(rows, func(r dbsqlc.SchedOnDrainedRow) (uuid.UUID, uuid.UUID, string, string, bool) {
+		return r.OrgID, r.RequestID, r.NodeID, r.Cid, false
+	})
+	for i, r := range rows {
+		if len(r.Origins) > 0 {
+			_ = json.Unmarshal(r.Origins, &out[i].Origins)
+		}
+	}
+	return out, nil
+}
+
+// MovesFailed returns the new placements of moves that failed.
+func (s *SchedulerStore) MovesFailed(ctx context.Context, limit int) ([]projections.PlacementRef, error) {
+	rows, err := queries.SchedMovesFailed(ctx, s.pool, int32(limit))
+	if err != nil {
+		return nil, interpret(err)
+	}
+	return placementRefs(rows, func(r dbsqlc.SchedMovesFailedRow) (uuid.UUID, uuid.UUID, string, string, bool) {
 		return r.OrgID, r.RequestID, r.NodeID, r.Cid, false
 	}), nil
 }
@@ -142,16 +159,21 @@ func (s *SchedulerStore) Placements(ctx context.Context) ([]projections.Placemen
 	}), nil
 }
 
-// PlacementCID returns the CID of one live placement.
-func (s *SchedulerStore) PlacementCID(ctx context.Context, org, request, node string) (string, error) {
+// MoveSource returns what a move of one live placement needs: the CID, and where to fetch it from (the node
+// it leaves, then the pin's own origins).
+func (s *SchedulerStore) MoveSource(ctx context.Context, org, request, node string) (cid string, origins []string, err error) {
 	o, err1 := uuid.Parse(org)
 	q, err2 := uuid.Parse(request)
 	if err1 != nil || err2 != nil {
-		return "", fmt.Errorf("postgres: placement %s/%s: bad ids", org, request)
+		return "", nil, fmt.Errorf("postgres: placement %s/%s: bad ids", org, request)
 	}
-	p, err := queries.PlacementGet(ctx, s.pool, dbsqlc.PlacementGetParams{OrgID: o, RequestID: q, NodeID: node})
+	p, err := queries.PlacementOrigins(ctx, s.pool, dbsqlc.PlacementOriginsParams{OrgID: o, RequestID: q, NodeID: node})
 	if err != nil {
-		return "", interpret(err)
+		return "", nil, interpret(err)
 	}
-	return p.Cid, nil
+	var pinOrigins []string
+	if len(p.Origins) > 0 {
+		_ = json.Unmarshal(p.Origins, &pinOrigins)
+	}
+	return p.Cid, projections.MoveOrigins(p.NodeAddrs, pinOrigins), nil
 }

@@ -189,7 +189,7 @@ func applyMoves(ctx context.Context, a *admin, moves []domain.Move) (int, error)
 	}
 	applied := 0
 	for _, m := range moves {
-		cid, err := postgres.NewSchedulerStore(a.pool).PlacementCID(ctx, m.OrgID, m.RequestID, m.From)
+		cid, origins, err := postgres.NewSchedulerStore(a.pool).MoveSource(ctx, m.OrgID, m.RequestID, m.From)
 		if err != nil {
 			return applied, err
 		}
@@ -198,7 +198,7 @@ func applyMoves(ctx context.Context, a *admin, moves []domain.Move) (int, error)
 			return applied, err
 		}
 		env, err := events.New(uuid.Must(uuid.NewV7()).String(), time.Now(), a.meta.Actor, a.meta.Corr,
-			events.PinPlaced{OrgID: m.OrgID, RequestID: m.RequestID, NodeID: m.To, CID: cid, Term: st.Term, MovedFrom: m.From})
+			events.PinPlaced{OrgID: m.OrgID, RequestID: m.RequestID, NodeID: m.To, CID: cid, Origins: origins, Term: st.Term, MovedFrom: m.From})
 		if err != nil {
 			return applied, err
 		}

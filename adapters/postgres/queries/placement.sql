@@ -145,12 +145,29 @@ WHERE n.moved_from IS NOT NULL AND n.status = 2 AND NOT o.pin_gone
 LIMIT @lim::int;
 
 -- name: SchedOnDrained :many
--- Placements on drained nodes that are not being moved yet.
-SELECT o.org_id, o.request_id, o.node_id, o.cid
+-- Placements on drained nodes that are not being moved yet, with the pin's origins (the move's target fetches
+-- from those and from the drained node itself).
+SELECT o.org_id, o.request_id, o.node_id, o.cid, p.origins
 FROM placements o
+LEFT JOIN pins p ON p.org_id = o.org_id AND p.request_id = o.request_id
 WHERE o.node_id = ANY(@node_ids::text[]) AND NOT o.pin_gone
   AND NOT EXISTS (SELECT 1 FROM placements n WHERE n.org_id = o.org_id AND n.request_id = o.request_id AND n.moved_from = o.node_id)
 LIMIT @lim::int;
+
+-- name: SchedMovesFailed :many
+-- Moves whose new placement failed: released, so that the drain tries again (elsewhere, if it can).
+SELECT n.org_id, n.request_id, n.node_id, n.cid
+FROM placements n
+WHERE n.moved_from IS NOT NULL AND n.status = 3 AND NOT n.pin_gone
+LIMIT @lim::int;
+
+-- name: PlacementOrigins :one
+-- Where a move of one placement fetches from: the pin's origins and the addresses of the node it leaves.
+SELECT p.cid, coalesce(pin.origins, 'null'::jsonb)::jsonb AS origins, coalesce(nd.addrs, '{}')::text[] AS node_addrs
+FROM placements p
+LEFT JOIN pins pin ON pin.org_id = p.org_id AND pin.request_id = p.request_id
+LEFT JOIN nodes nd ON nd.node_id = p.node_id
+WHERE p.org_id = @org_id AND p.request_id = @request_id AND p.node_id = @node_id;
 
 -- name: PlacementList :many
 -- Every live placement (rebalance planning), for operators.

@@ -211,6 +211,34 @@ func (q *Queries) PlacementList(ctx context.Context, db DBTX) ([]PlacementListRo
 	return items, nil
 }
 
+const PlacementOrigins = `-- name: PlacementOrigins :one
+SELECT p.cid, coalesce(pin.origins, 'null'::jsonb)::jsonb AS origins, coalesce(nd.addrs, '{}')::text[] AS node_addrs
+FROM placements p
+LEFT JOIN pins pin ON pin.org_id = p.org_id AND pin.request_id = p.request_id
+LEFT JOIN nodes nd ON nd.node_id = p.node_id
+WHERE p.org_id = $1 AND p.request_id = $2 AND p.node_id = $3
+`
+
+type PlacementOriginsParams struct {
+	OrgID     uuid.UUID
+	RequestID uuid.UUID
+	NodeID    string
+}
+
+type PlacementOriginsRow struct {
+	Cid       string
+	Origins   []byte
+	NodeAddrs []string
+}
+
+// Where a move of one placement fetches from: the pin's origins and the addresses of the node it leaves.
+func (q *Queries) PlacementOrigins(ctx context.Context, db DBTX, arg PlacementOriginsParams) (PlacementOriginsRow, error) {
+	row := db.QueryRow(ctx, PlacementOrigins, arg.OrgID, arg.RequestID, arg.NodeID)
+	var i PlacementOriginsRow
+	err := row.Scan(&i.Cid, &i.Origins, &i.NodeAddrs)
+	return i, err
+}
+
 const PlacementsDelete = `-- name: PlacementsDelete :exec
 WITH d AS (
     DELETE FROM placements p
@@ -413,6 +441,46 @@ func (q *Queries) SchedMovesDone(ctx context.Context, db DBTX, lim int32) ([]Sch
 	return items, nil
 }
 
+const SchedMovesFailed = `-- name: SchedMovesFailed :many
+SELECT n.org_id, n.request_id, n.node_id, n.cid
+FROM placements n
+WHERE n.moved_from IS NOT NULL AND n.status = 3 AND NOT n.pin_gone
+LIMIT $1::int
+`
+
+type SchedMovesFailedRow struct {
+	OrgID     uuid.UUID
+	RequestID uuid.UUID
+	NodeID    string
+	Cid       string
+}
+
+// Moves whose new placement failed: released, so that the drain tries again (elsewhere, if it can).
+func (q *Queries) SchedMovesFailed(ctx context.Context, db DBTX, lim int32) ([]SchedMovesFailedRow, error) {
+	rows, err := db.Query(ctx, SchedMovesFailed, lim)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []SchedMovesFailedRow
+	for rows.Next() {
+		var i SchedMovesFailedRow
+		if err := rows.Scan(
+			&i.OrgID,
+			&i.RequestID,
+			&i.NodeID,
+			&i.Cid,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const SchedNodesOf = `-- name: SchedNodesOf :many
 SELECT org_id, request_id, node_id FROM placements
 WHERE (org_id, request_id) IN (SELECT unnest($1::uuid[]), unnest($2::uuid[]))
@@ -451,8 +519,9 @@ func (q *Queries) SchedNodesOf(ctx context.Context, db DBTX, arg SchedNodesOfPar
 }
 
 const SchedOnDrained = `-- name: SchedOnDrained :many
-SELECT o.org_id, o.request_id, o.node_id, o.cid
+SELECT o.org_id, o.request_id, o.node_id, o.cid, p.origins
 FROM placements o
+LEFT JOIN pins p ON p.org_id = o.org_id AND p.request_id = o.request_id
 WHERE o.node_id = ANY($1::text[]) AND NOT o.pin_gone
   AND NOT EXISTS (SELECT 1 FROM placements n WHERE n.org_id = o.org_id AND n.request_id = o.request_id AND n.moved_from = o.node_id)
 LIMIT $2::int
@@ -468,9 +537,11 @@ type SchedOnDrainedRow struct {
 	RequestID uuid.UUID
 	NodeID    string
 	Cid       string
+	Origins   []byte
 }
 
-// Placements on drained nodes that are not being moved yet.
+// Placements on drained nodes that are not being moved yet, with the pin's origins (the move's target fetches
+// from those and from the drained node itself).
 func (q *Queries) SchedOnDrained(ctx context.Context, db DBTX, arg SchedOnDrainedParams) ([]SchedOnDrainedRow, error) {
 	rows, err := db.Query(ctx, SchedOnDrained, arg.NodeIds, arg.Lim)
 	if err != nil {
@@ -485,6 +556,7 @@ func (q *Queries) SchedOnDrained(ctx context.Context, db DBTX, arg SchedOnDraine
 			&i.RequestID,
 			&i.NodeID,
 			&i.Cid,
+			&i.Origins,
 		); err != nil {
 			return nil, err
 		}
