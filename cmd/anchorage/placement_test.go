@@ -29,9 +29,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-var rw = []string{domain.ScopePinsRead, domain.ScopePinsWrite}
+var pinsRW = []string{domain.ScopePinsRead, domain.ScopePinsWrite}
 
-func randomBytes(t testing.TB, n int) []byte {
+func randomData(t testing.TB, n int) []byte {
 	t.Helper()
 	b := make([]byte, n)
 	_, err := rand.Read(b)
@@ -58,10 +58,10 @@ func TestPlacementFetchesThroughOrigins(t *testing.T) {
 	oc, _ := newKuboClient(t, origin)
 	_, originAddrs := nodeAddrs(t, oc)
 	peer1, addrs1 := nodeAddrs(t, c.kc1)
-	_, token := c.org(t, "origins", rw...)
+	_, token := c.org(t, "origins", pinsRW...)
 
-	data := randomBytes(t, 300_000)
-	id := addFile(t, origin, data, 256<<10)
+	data := randomData(t, 300_000)
+	id := addUnixFSFile(t, origin, data, 256<<10)
 	var st struct{ CumulativeSize uint64 }
 	require.NoError(t, json.Unmarshal(mustKubo(t, origin, "files/stat", url.Values{"arg": {"/ipfs/" + id}}, nil), &st))
 	require.False(t, isPinned(t, c.kc1, id))
@@ -92,7 +92,7 @@ func TestPlacementFetchesThroughOrigins(t *testing.T) {
 // content: the daemon sends its own addresses as origins and the node fetches from it.
 func TestPlacementKuboCLI(t *testing.T) {
 	c := startCluster(t, clusterOptions{})
-	_, token := c.org(t, "cli", rw...)
+	_, token := c.org(t, "cli", pinsRW...)
 	client := kubotest.Daemon(t)
 	repo := client.RepoDir()
 
@@ -100,7 +100,7 @@ func TestPlacementKuboCLI(t *testing.T) {
 	files := map[string]string{}
 	for _, name := range []string{"x", "y"} {
 		p := filepath.Join(dir, name)
-		require.NoError(t, os.WriteFile(p, randomBytes(t, 100_000), 0o600))
+		require.NoError(t, os.WriteFile(p, randomData(t, 100_000), 0o600))
 		files[name] = strings.TrimSpace(mustIPFS(t, repo, "add", "-q", "--pin=false", "--cid-version=1", p))
 	}
 	require.NotEqual(t, files["x"], files["y"])
@@ -131,7 +131,7 @@ func TestPlacementKuboCLI(t *testing.T) {
 	mustIPFS(t, repo, "pin", "remote", "rm", "--service=anchorage", "--name=x")
 	assert.NotContains(t, mustIPFS(t, repo, "pin", "remote", "ls", "--service=anchorage", "--status=queued,pinning,pinned,failed"), files["x"])
 	assert.Regexp(t, stat.String()+`0/0/1/0`, mustIPFS(t, repo, "pin", "remote", "service", "ls", "--stat"))
-	require.Eventually(t, func() bool { return !isPinned(t, c.kc1, files["x"]) }, 10*time.Second, 20*time.Millisecond,
+	require.True(t, poll(func() bool { return !isPinned(t, c.kc1, files["x"]) }, 10*time.Second, 20*time.Millisecond),
 		"a removed pin is unpinned from the node's Kubo")
 	assert.True(t, isPinned(t, c.kc1, files["y"]))
 }
@@ -140,12 +140,12 @@ func TestPlacementKuboCLI(t *testing.T) {
 // once it ends they are placed and pinned.
 func TestPlacementMaintenancePausesPlacement(t *testing.T) {
 	c := startCluster(t, clusterOptions{})
-	_, token := c.org(t, "maint", rw...)
+	_, token := c.org(t, "maint", pinsRW...)
 	c.setMaintenance(t, true)
 	time.Sleep(300 * time.Millisecond) // a scheduling round that began before maintenance was on has ended
 	var ids, cids []string
 	for range 2 {
-		id := putBlock(t, c.kubo1, randomBytes(t, 512))
+		id := putBlock(t, c.kubo1, randomData(t, 512))
 		ps := c.addPin(t, token, pinBody{CID: id})
 		assert.Equal(t, "queued", ps.Status)
 		ids, cids = append(ids, ps.RequestID), append(cids, id)
@@ -171,8 +171,8 @@ func TestPlacementMaintenancePausesPlacement(t *testing.T) {
 func TestPlacementUnfetchableFails(t *testing.T) {
 	const timeout = 2 * time.Second
 	c := startCluster(t, clusterOptions{PinTimeout: timeout})
-	_, token := c.org(t, "absent", rw...)
-	h, err := multihash.Sum(randomBytes(t, 64), multihash.SHA2_256, -1)
+	_, token := c.org(t, "absent", pinsRW...)
+	h, err := multihash.Sum(randomData(t, 64), multihash.SHA2_256, -1)
 	require.NoError(t, err)
 	absent := cid.NewCidV1(cid.Raw, h).String()
 
@@ -189,9 +189,9 @@ func TestPlacementUnfetchableFails(t *testing.T) {
 // the other unpins it.
 func TestPlacementUnpinsOnlyWhenUnneeded(t *testing.T) {
 	c := startCluster(t, clusterOptions{})
-	orgA, tokenA := c.org(t, "share-a", rw...)
-	_, tokenB := c.org(t, "share-b", rw...)
-	id := putBlock(t, c.kubo1, randomBytes(t, 2048))
+	orgA, tokenA := c.org(t, "share-a", pinsRW...)
+	_, tokenB := c.org(t, "share-b", pinsRW...)
+	id := putBlock(t, c.kubo1, randomData(t, 2048))
 	a := c.addPin(t, tokenA, pinBody{CID: id})
 	b := c.addPin(t, tokenB, pinBody{CID: id})
 	c.waitStatus(t, tokenA, a.RequestID, "pinned", 10*time.Second)
@@ -200,10 +200,10 @@ func TestPlacementUnpinsOnlyWhenUnneeded(t *testing.T) {
 
 	c.removePin(t, tokenA, a.RequestID)
 	// Wait until the scheduler released A's placement, then give the worker time to act on it.
-	require.Eventually(t, func() bool {
+	require.True(t, poll(func() bool {
 		_, ok := c.placementLog(t, "node-1", orgA, a.RequestID).last().(events.PinUnplaced)
 		return ok
-	}, 10*time.Second, 10*time.Millisecond, "A's placement is released")
+	}, 10*time.Second, 10*time.Millisecond), "A's placement is released")
 	deadline := time.Now().Add(time.Second)
 	for time.Now().Before(deadline) {
 		require.True(t, isPinned(t, c.kc1, id), "B's request still needs the CID")
@@ -212,7 +212,7 @@ func TestPlacementUnpinsOnlyWhenUnneeded(t *testing.T) {
 	assert.Equal(t, "pinned", c.getPin(t, tokenB, b.RequestID).Status)
 
 	c.removePin(t, tokenB, b.RequestID)
-	require.Eventually(t, func() bool { return !isPinned(t, c.kc1, id) }, 10*time.Second, 20*time.Millisecond,
+	require.True(t, poll(func() bool { return !isPinned(t, c.kc1, id) }, 10*time.Second, 20*time.Millisecond),
 		"unpinned once no live request needs it")
 }
 
@@ -222,14 +222,14 @@ func TestPlacementUnpinsOnlyWhenUnneeded(t *testing.T) {
 func TestPlacementReplaceKeepsSharedBlocks(t *testing.T) {
 	const versions = 5
 	c := startCluster(t, clusterOptions{})
-	org, token := c.org(t, "replace", rw...)
+	org, token := c.org(t, "replace", pinsRW...)
 	// Files of two 1 KiB raw leaves each: the shared first leaf, and one of their own.
-	shared := randomBytes(t, 1024)
+	shared := randomData(t, 1024)
 	sharedCID := putBlock(t, c.kubo1, shared)
 	dags, own := make([]string, versions), make([]string, versions)
 	for i := range versions {
-		leaf := randomBytes(t, 1024)
-		dags[i] = addFile(t, c.kubo1, slices.Concat(shared, leaf), 1024)
+		leaf := randomData(t, 1024)
+		dags[i] = addUnixFSFile(t, c.kubo1, slices.Concat(shared, leaf), 1024)
 		own[i] = putBlock(t, c.kubo1, leaf)
 	}
 	ownPinned := func(i int) bool {
@@ -280,7 +280,7 @@ func TestPlacementReplaceKeepsSharedBlocks(t *testing.T) {
 		code, _ := c.call(t, http.MethodGet, "/pins/"+prev, token, nil)
 		assert.Equal(t, http.StatusNotFound, code, "the replaced request is gone at once")
 		c.waitStatus(t, token, next.RequestID, "pinned", 10*time.Second)
-		require.Eventually(t, func() bool { return !ownPinned(i-1) && !isPinned(t, c.kc1, dags[i-1]) }, 10*time.Second, 10*time.Millisecond,
+		require.True(t, poll(func() bool { return !ownPinned(i-1) && !isPinned(t, c.kc1, dags[i-1]) }, 10*time.Second, 10*time.Millisecond),
 			"version %d is released once version %d is pinned", i-1, i)
 		assert.True(t, isPinned(t, c.kc1, dags[i]))
 		assert.True(t, ownPinned(i))
@@ -315,27 +315,20 @@ func TestPlacementReplaceKeepsSharedBlocks(t *testing.T) {
 	})
 }
 
-// drain runs the drain scenario: pins on node-1 (node-2 cordoned), then node-2 uncordoned and node-1 drained;
+// runDrainScenario: pins on node-1 (node-2 cordoned), then node-2 uncordoned and node-1 drained;
 // every pin must end pinned on node-2 only, staying pinned throughout. With onBoth the blocks are also in
 // node-2's repo (not pinned), so nothing has to be fetched from node-1.
-func drain(t *testing.T, onBoth bool) {
+func runDrainScenario(t *testing.T, onBoth bool) {
 	const n = 6
-	t0 := time.Now()
 	c := startCluster(t, clusterOptions{PinTimeout: 5 * time.Second})
-	defer func() {
-		t.Logf("phases: body ended after %s", time.Since(t0))
-		t.Cleanup(func() { t.Logf("last cleanup at %s", time.Now().Format("15:04:05.000")) })
-	}()
-	t.Logf("cluster up %s", time.Since(t0))
 	d2, kc2 := c.addNode(t, "node-2")
-	t.Logf("node-2 up %s", time.Since(t0))
 	peer2, addrs2 := nodeAddrs(t, kc2)
 	c.operateNode(t, "node-2", domain.NodeCordon)
-	_, token := c.org(t, "drain", rw...)
+	_, token := c.org(t, "drain", pinsRW...)
 
 	var ids, cids []string
 	for range n {
-		data := randomBytes(t, 4096)
+		data := randomData(t, 4096)
 		id := putBlock(t, c.kubo1, data)
 		if onBoth {
 			putBlock(t, d2, data)
@@ -350,7 +343,6 @@ func drain(t *testing.T, onBoth bool) {
 		require.True(t, isPinned(t, c.kc1, id))
 		require.False(t, isPinned(t, kc2, id), "node-2 is cordoned")
 	}
-	t.Logf("all pinned %s", time.Since(t0))
 	c.operateNode(t, "node-2", domain.NodeUncordon)
 
 	// Sample the statuses all along: every pin stays pinned.
@@ -384,7 +376,7 @@ func drain(t *testing.T, onBoth bool) {
 
 	start := time.Now()
 	c.operateNode(t, "node-1", domain.NodeDrain)
-	if !assert.Eventually(t, func() bool {
+	if !poll(func() bool {
 		for _, id := range cids {
 			if !isPinned(t, kc2, id) || isPinned(t, c.kc1, id) {
 				return false
@@ -398,7 +390,9 @@ func drain(t *testing.T, onBoth bool) {
 	time.Sleep(100 * time.Millisecond) // a few more samples after the move
 	for _, id := range ids {
 		ps := c.getPin(t, token, id)
-		assert.Equal(t, "pinned", ps.Status)
+		if !assert.Equal(t, "pinned", ps.Status, "pin %s", id) {
+			t.Logf("placements:%s", placementRows(c))
+		}
 		assert.ElementsMatch(t, addrs2, ps.Delegates, "delegates follow the placement to node-2")
 		for _, d := range ps.Delegates {
 			assert.True(t, strings.HasSuffix(d, "/p2p/"+peer2), d)
@@ -436,11 +430,11 @@ func placementRows(c *cluster) string {
 
 // TestPlacementDrainMovesPins: draining node-1 moves every pin to node-2 (which holds the blocks, unpinned),
 // releases node-1's pins, and the pins stay pinned throughout.
-func TestPlacementDrainMovesPins(t *testing.T) { drain(t, true) }
+func TestPlacementDrainMovesPins(t *testing.T) { runDrainScenario(t, true) }
 
 // TestPlacementDrainFetchesFromDrainedNode: the same, but only node-1 holds the content (the usual case: the
 // client that uploaded it is gone). Node-2 can only get it from node-1.
-func TestPlacementDrainFetchesFromDrainedNode(t *testing.T) { drain(t, false) }
+func TestPlacementDrainFetchesFromDrainedNode(t *testing.T) { runDrainScenario(t, false) }
 
 // killingPinner is the real Kubo client, which stops the worker (cancels its context) when the worker starts its
 // killAt-th pin.
@@ -472,10 +466,10 @@ func TestPlacementWorkerRestartMidBatch(t *testing.T) {
 	c.customNode(t, node, kc)
 	cfg := projections.WorkerConfig{NodeID: node, PinTimeout: 20 * time.Second, Unavailable: kubo.IsUnavailable, Logger: testLogger()}
 
-	org, token := c.org(t, "batch", rw...)
+	org, token := c.org(t, "batch", pinsRW...)
 	cids := make([]string, n)
 	for i := range cids {
-		cids[i] = putBlock(t, d, randomBytes(t, 256))
+		cids[i] = putBlock(t, d, randomData(t, 256))
 	}
 	ids := make([]string, n)
 	var wg sync.WaitGroup
@@ -515,7 +509,7 @@ func TestPlacementWorkerRestartMidBatch(t *testing.T) {
 	// Restart: a new worker for the same node.
 	runWorker(t, projections.NewWorker(c.elog, kc, cfg))
 	start := time.Now()
-	if !assert.Eventually(t, func() bool { return c.count(t, token, "status=pinned&limit=1") == n }, 15*time.Second, 50*time.Millisecond) {
+	if !poll(func() bool { return c.count(t, token, "status=pinned&limit=1") == n }, 15*time.Second, 50*time.Millisecond) {
 		var stuck []string
 		for i, id := range ids {
 			if st := c.getPin(t, token, id).Status; st != "pinned" {
@@ -550,9 +544,9 @@ func TestPlacementWorkerRestartMidBatch(t *testing.T) {
 func TestPlacementStaleTermCannotPlace(t *testing.T) {
 	const stale, current = 50, 100
 	c := startCluster(t, clusterOptions{NoScheduler: true})
-	org, token := c.org(t, "fence", rw...)
-	cid1 := putBlock(t, c.kubo1, randomBytes(t, 1024))
-	cid2 := putBlock(t, c.kubo1, randomBytes(t, 1024))
+	org, token := c.org(t, "fence", pinsRW...)
+	cid1 := putBlock(t, c.kubo1, randomData(t, 1024))
+	cid2 := putBlock(t, c.kubo1, randomData(t, 1024))
 	p1 := c.addPin(t, token, pinBody{CID: cid1})
 	p2 := c.addPin(t, token, pinBody{CID: cid2})
 
@@ -643,8 +637,8 @@ func TestPlacementPinningReportCannotOverrideFinal(t *testing.T) {
 	var delayed atomic.Int64
 	runWorker(t, projections.NewWorker(delayedPinningReports{c.elog, 300 * time.Millisecond, &delayed}, slowPinner{kc, 250 * time.Millisecond},
 		projections.WorkerConfig{NodeID: node, PinTimeout: 20 * time.Second, PinningDelay: 200 * time.Millisecond, Unavailable: kubo.IsUnavailable}))
-	org, token := c.org(t, "slow", rw...)
-	id := putBlock(t, d, randomBytes(t, 1024))
+	org, token := c.org(t, "slow", pinsRW...)
+	id := putBlock(t, d, randomData(t, 1024))
 	ps := c.addPin(t, token, pinBody{CID: id})
 	c.waitStatus(t, token, ps.RequestID, "pinned", 10*time.Second)
 	require.True(t, isPinned(t, kc, id))

@@ -81,8 +81,7 @@ func startCluster(t *testing.T, o clusterOptions) *cluster {
 	}
 	a, err := startApp(ctx, opts)
 	require.NoError(t, err)
-	t.Cleanup(func() { st := time.Now(); a.close(context.Background()); t.Logf("app close took %s", time.Since(st)) })
-	t.Cleanup(func() { t.Logf("test body ended at %s", time.Now().Format("15:04:05.000")) })
+	t.Cleanup(func() { a.close(context.Background()) })
 	c.testNode = &testNode{app: a, db: db}
 	return c
 }
@@ -320,14 +319,31 @@ func (c *cluster) getPin(t testing.TB, token, id string) pinStatusJSON {
 	return ps
 }
 
+// poll calls cond in the test's goroutine (so it may use require) every interval until it holds or within has
+// passed, and reports whether it held.
+func poll(cond func() bool, within, every time.Duration) bool {
+	deadline := time.Now().Add(within)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(every)
+	}
+}
+
 // waitStatus polls GET /pins/{id} until the pin has status, and returns it.
 func (c *cluster) waitStatus(t testing.TB, token, id, status string, within time.Duration) pinStatusJSON {
 	t.Helper()
 	var ps pinStatusJSON
-	require.Eventually(t, func() bool {
+	if !poll(func() bool {
 		ps = c.getPin(t, token, id)
 		return ps.Status == status
-	}, within, 20*time.Millisecond, "pin %s did not become %s (last seen %s, info %v)", id, status, ps.Status, ps.Info)
+	}, within, 20*time.Millisecond) {
+		require.FailNowf(t, "wrong status", "pin %s did not become %s within %s: last seen %s, info %v", id, status, within, ps.Status, ps.Info)
+	}
 	return ps
 }
 
@@ -402,8 +418,8 @@ func putBlock(t testing.TB, d *kubod.Daemon, data []byte) string {
 	return out.Key
 }
 
-// addFile imports data as a UnixFS file (CIDv1, raw leaves, chunks of chunk bytes) into d's repo, not pinned.
-func addFile(t testing.TB, d *kubod.Daemon, data []byte, chunk int) string {
+// addUnixFSFile imports data as a UnixFS file (CIDv1, raw leaves, chunks of chunk bytes) into d's repo, not pinned.
+func addUnixFSFile(t testing.TB, d *kubod.Daemon, data []byte, chunk int) string {
 	t.Helper()
 	out := mustKubo(t, d, "add", url.Values{
 		"pin": {"false"}, "cid-version": {"1"}, "raw-leaves": {"true"}, "chunker": {fmt.Sprintf("size-%d", chunk)},
