@@ -44,7 +44,8 @@ type RunnerConfig struct {
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 	Watermarks *Watermarks
-	// Backoff after a failure (default 1s, doubling up to 30s).
+	// Backoff after a failure (default 1s, doubling up to 5s: a database back from an outage is caught up on
+	// within seconds).
 	Backoff time.Duration
 	Now     func() time.Time
 }
@@ -167,7 +168,7 @@ func (r *Runner) run(ctx context.Context, p Projector) {
 			return
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 30*time.Second)
+		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 
