@@ -603,6 +603,20 @@ func (d *resumed) Nak(delay time.Duration) error {
 	return nil
 }
 
+// placedOrigins returns the origins of the placement decided at seq, read from the pin's placement subject.
+func (w *Worker) placedOrigins(ctx context.Context, ref PinRef, seq uint64) []string {
+	recs, _, err := w.src.Load(ctx, events.PlaceSubject(w.cfg.NodeID, ref.OrgID, ref.RequestID))
+	if err != nil {
+		return nil
+	}
+	for _, r := range recs {
+		if e, ok := r.Event.(events.PinPlaced); ok && r.Seq == seq {
+			return e.Origins
+		}
+	}
+	return nil
+}
+
 // ReplayStats counts what a replay re-drove.
 type ReplayStats struct {
 	Placements int `json:"placements"`
@@ -641,6 +655,12 @@ func (w *Worker) Replay(ctx context.Context) (ReplayStats, error) {
 			defer func() { <-w.sem }()
 			pctx, cancel := context.WithTimeout(ctx, w.cfg.PinTimeout)
 			defer cancel()
+			// The repo's blocks are gone: fetch from where the placement said they are (its origins).
+			if origins := w.placedOrigins(ctx, it.ref, it.seq); len(origins) > 0 {
+				cctx, ccancel := context.WithTimeout(pctx, 3*time.Second)
+				w.pinner.Connect(cctx, origins)
+				ccancel()
+			}
 			size, err := w.pinner.Pin(pctx, it.cid, it.ref.OrgID+"/"+it.ref.RequestID)
 			status, info := "pinned", map[string]string{"status_details": "re-pinned by a node replay"}
 			if err != nil {
