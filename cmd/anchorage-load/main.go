@@ -48,6 +48,7 @@ type options struct {
 	explain   string
 	qworkers  string
 	placement int
+	recovery  bool
 }
 
 func main() {
@@ -63,6 +64,7 @@ func main() {
 	flag.IntVar(&o.placement, "placement", 2000, "blocks for the placement benchmark (0: skip)")
 	flag.StringVar(&o.qworkers, "query-workers", "1,16", "comma-separated worker counts for the query phases (1 measures latency, more measures throughput)")
 	flag.StringVar(&o.explain, "explain", "", "write EXPLAIN ANALYZE of every API query to this file after seeding")
+	flag.BoolVar(&o.recovery, "recovery", false, "finally measure recovery on the whole log: raw replay, replay projections, replay verify, restart to ready")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "anchorage-load:", err)
@@ -99,7 +101,7 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	defer n.stop()
+	defer func() { n.stop() }()
 	fmt.Printf("node: %s (pid %d, data %s)\n\n", n.endpoint, n.cmd.Process.Pid, dir)
 
 	// Phase 0: placement end to end against Kubo alone, on a fresh node.
@@ -196,6 +198,11 @@ func run(o options) error {
 	rss, err := rssOf(n.cmd.Process.Pid)
 	if err == nil {
 		fmt.Printf("\nserver RSS (anchorage process): %.0f MB\n", float64(rss)/(1<<20))
+	}
+	if o.recovery {
+		if n, err = n.recoveryBench(o.bin); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -25,24 +25,11 @@ import (
 // throughput under a backlog.
 func (n *node) seed(count int) error {
 	ctx := context.Background()
-	url, err := os.ReadFile(filepath.Join(n.dir, "nats", "client-url"))
+	log, closeLog, err := n.openLog(ctx)
 	if err != nil {
 		return err
 	}
-	creds, err := os.ReadFile(filepath.Join(n.dir, "nats", "credentials"))
-	if err != nil {
-		return err
-	}
-	user, pass, _ := strings.Cut(strings.TrimSpace(string(creds)), ":")
-	nc, err := nats.Connect(strings.TrimSpace(string(url)), nats.UserInfo(user, pass))
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	log, err := natsjs.OpenRemoteLog(ctx, nc, natsjs.LogConfig{})
-	if err != nil {
-		return err
-	}
+	defer closeLog()
 	org := domain.OrgIDForSlug("dev")
 	base := time.Now().Add(-time.Duration(count+1000) * time.Millisecond).Truncate(time.Millisecond)
 	start := time.Now()
@@ -129,6 +116,29 @@ func (n *node) seed(count int) error {
 	took := time.Since(start)
 	fmt.Printf("seed: projected in %s after the first append (%.0f events/s end to end)\n", took.Round(time.Millisecond), float64(events_)/took.Seconds())
 	return nil
+}
+
+// openLog connects to the node's event log over its NATS listener, as the admin CLI does.
+func (n *node) openLog(ctx context.Context) (*natsjs.EventLog, func(), error) {
+	url, err := os.ReadFile(filepath.Join(n.dir, "nats", "client-url"))
+	if err != nil {
+		return nil, nil, err
+	}
+	creds, err := os.ReadFile(filepath.Join(n.dir, "nats", "credentials"))
+	if err != nil {
+		return nil, nil, err
+	}
+	user, pass, _ := strings.Cut(strings.TrimSpace(string(creds)), ":")
+	nc, err := nats.Connect(strings.TrimSpace(string(url)), nats.UserInfo(user, pass))
+	if err != nil {
+		return nil, nil, err
+	}
+	log, err := natsjs.OpenRemoteLog(ctx, nc, natsjs.LogConfig{})
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return log, nc.Close, nil
 }
 
 // gauge reads one sample from /metrics.
