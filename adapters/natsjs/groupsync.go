@@ -134,10 +134,12 @@ func (g *groupSync) syncLast() error {
 		if idx == 0 {
 			return nil // nothing written yet
 		}
-		if err := g.open(idx); err != nil {
+		// Blocks may have been created and filled since the log was opened (appends that did not wait): sync
+		// them all once, not just the last (fsyncing a clean file is cheap).
+		if err := g.syncAll(); err != nil {
 			return err
 		}
-		if err := syncDir(g.dir); err != nil {
+		if err := g.open(idx); err != nil {
 			return err
 		}
 	}
