@@ -258,6 +258,11 @@ func eventsImport(ctx context.Context, e env, f adminFlags, file string) error {
 	if err := os.Rename(filepath.Join(tmpDir, "jetstream"), jsDir); err != nil {
 		return fmt.Errorf("move the imported store into place at %s: %w (did a node start on this data dir during the import? it must stay stopped)", jsDir, err)
 	}
+	// The next start rebuilds the read models from the restored log, whatever they held (see checkLog).
+	if err := writeFileSync(filepath.Join(storeDir, restoredMarker), fmt.Appendf(nil, "%s restored from %s (%d events)\n",
+		time.Now().UTC().Format(time.RFC3339), file, info.Messages)); err != nil {
+		return err
+	}
 	if err := eventsSyncDir(storeDir); err != nil {
 		return err
 	}
@@ -318,12 +323,10 @@ func eventsNextSteps(e env, f adminFlags) {
 	fmt.Fprintf(e.stdout, `
 next steps:
   1. Start the node on this data dir: %s
-     Its projections build the read models from the restored log, from sequence 1 when its PostgreSQL database
-     is empty, and each storage node's worker re-reads its placements from the log and pins what they say.
-  2. If the node uses a PostgreSQL database that held read models before the restore, they may include events
-     this backup does not have: as soon as the node runs, rebuild them from the restored log with
-     'anchorage replay projections %s'.
-  3. Check the result: 'anchorage admin %s org list', and the API's pin listings.
+     It rebuilds the read models from the restored log first (whatever its PostgreSQL database held: events
+     newer than the backup are gone), and each storage node's worker re-reads its placements from the log and
+     pins what they say.
+  2. Check the result: 'anchorage replay verify %s', 'anchorage admin %s org list', and the API's pin listings.
 `, start, target, target)
 }
 

@@ -23,6 +23,9 @@ const (
 	// acceptedLossFile records damage the operator accepted, so that the same, known gap does not stop every
 	// later start; only new damage does.
 	acceptedLossFile = "accepted-loss.json"
+	// restoredMarker is written by `anchorage events import`: the log was restored from a backup, so the read
+	// models (possibly ahead of it) are rebuilt from it at the next start, and earlier damage is history.
+	restoredMarker = "RESTORED"
 )
 
 // acceptedLoss is the content of acceptedLossFile.
@@ -49,6 +52,23 @@ func (a *app) checkLog(ctx context.Context, acceptLoss bool) (rebuild bool, done
 	d, err := a.elog.CheckIntegrity(ctx)
 	if err != nil {
 		return false, nil, err
+	}
+	restored := filepath.Join(storeDir, restoredMarker)
+	if note, err := os.ReadFile(restored); err == nil {
+		if d.Missing > 0 || len(d.Lost) > 0 {
+			return false, nil, fmt.Errorf("%w: the log restored from a backup is itself incomplete: %s", errLogDamaged, d)
+		}
+		for _, f := range []string{marker, filepath.Join(storeDir, acceptedLossFile)} {
+			if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return false, nil, err
+			}
+		}
+		a.log.Warn("the event log was restored from a backup: rebuilding the read models from it", "restore", strings.TrimSpace(string(note)))
+		return true, func() {
+			if err := os.Remove(restored); err != nil && !errors.Is(err, os.ErrNotExist) {
+				a.log.Error("could not remove the restore marker", "path", restored, "err", err)
+			}
+		}, nil
 	}
 	adm := postgres.NewAdmin(a.owner)
 	names := make([]string, 0, len(postgres.ProjectionTables))
