@@ -4,10 +4,15 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/anchorage-pin/anchorage/adapters/natsjs"
 	"github.com/anchorage-pin/anchorage/adapters/natsjs/natstest"
+	"github.com/anchorage-pin/anchorage/domain"
+	"github.com/anchorage-pin/anchorage/events"
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 )
 
@@ -36,4 +41,85 @@ func BenchmarkAppend(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkReplay measures reading and decoding the whole log in order (what a rebuild or an export reads),
+// over a log of 200,000 realistic pin events (request, placement, observation), through an in-process client
+// connection and through TCP loopback (as the admin CLI reads a running node's log).
+func BenchmarkReplay(b *testing.B) {
+	const pins = 66_667
+	ctx := context.Background()
+	s, err := natsjs.StartServer(natsjs.ServerConfig{StoreDir: b.TempDir(), Sync: natsjs.SyncGroup, Listen: "127.0.0.1:0"})
+	require.NoError(b, err)
+	b.Cleanup(func() { s.Shutdown(ctx) })
+	l, err := natsjs.OpenLog(ctx, s, natsjs.LogConfig{})
+	require.NoError(b, err)
+	defer l.Close()
+	msgs := make([]domain.Message, 0, 3*2000)
+	for lo := 0; lo < pins; lo += 2000 {
+		msgs = msgs[:0]
+		for i := lo; i < min(lo+2000, pins); i++ {
+			id := uuid.NewString()
+			cid := "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+			msgs = append(msgs,
+				pinMsg(b, id, 0, events.PinRequested{OrgID: org, RequestID: id, CID: cid, Name: fmt.Sprintf("file-%d.tar", i),
+					Meta: map[string]string{"app": "bench"}, Created: time.Now()}),
+				withSubject(pinMsg(b, id, 0, events.PinPlaced{OrgID: org, RequestID: id, NodeID: "node-1", CID: cid, Term: 1}), events.PlaceSubject("node-1", org, id)),
+				withSubject(pinMsg(b, id, 0, events.PinStatusObserved{OrgID: org, RequestID: id, NodeID: "node-1", CID: cid, Status: "pinned", PlacedSeq: 1}), events.PlaceSubject("node-1", org, id)))
+			msgs[len(msgs)-1].NoExpect = true
+			msgs[len(msgs)-2].NoExpect = true
+		}
+		_, err := l.AppendBulk(ctx, msgs)
+		require.NoError(b, err)
+	}
+	head, err := l.LastSeq(ctx)
+	require.NoError(b, err)
+	nc, err := nats.Connect(s.ClientURL())
+	require.NoError(b, err)
+	defer nc.Close()
+	remote, err := natsjs.OpenRemoteLog(ctx, nc, natsjs.LogConfig{})
+	require.NoError(b, err)
+	// Raw: the stream's own read rate (ordered consumer, no decoding), the ceiling for everything below.
+	b.Run("raw", func(b *testing.B) {
+		n := 0
+		for b.Loop() {
+			cons, err := l.JetStream().OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{})
+			require.NoError(b, err)
+			it, err := cons.Messages(jetstream.PullMaxMessages(20000))
+			require.NoError(b, err)
+			for {
+				m, err := it.Next()
+				require.NoError(b, err)
+				n++
+				md, err := m.Metadata()
+				require.NoError(b, err)
+				if md.Sequence.Stream >= head {
+					break
+				}
+			}
+			it.Stop()
+		}
+		b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "events/s")
+	})
+	// Decoded, in order, in batches: what rebuilds, exports and audit scans read.
+	for _, tc := range []struct {
+		name string
+		log  *natsjs.EventLog
+	}{{"decoded/in-process", l}, {"decoded/loopback", remote}} {
+		b.Run(tc.name, func(b *testing.B) {
+			n := 0
+			for b.Loop() {
+				require.NoError(b, tc.log.ReadUntil(ctx, 1, head, nil, 5000, func(recs []events.Record) error {
+					n += len(recs)
+					return nil
+				}))
+			}
+			b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
+}
+
+func withSubject(m domain.Message, subject string) domain.Message {
+	m.Subject = subject
+	return m
 }
