@@ -338,6 +338,9 @@ func (r *round) run(ctx context.Context) (busy bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	for _, p := range done {
+		delete(r.retry, p.PinRef) // moved at last: forget its failures
+	}
 	// Moves that failed (the target could not fetch the content) are released, to be tried again after a
 	// backoff; meanwhile the placement on the drained node keeps the pin.
 	failed, err := s.store.MovesFailed(ctx, limit)

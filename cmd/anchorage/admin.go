@@ -56,21 +56,10 @@ func (f *adminFlags) open(ctx context.Context, e env) (*admin, error) {
 		return nil, err
 	}
 	a := &admin{cfg: cfg}
-	url, err := natsURL(cfg)
-	if err != nil {
+	if a.elog, err = connectLog(ctx, cfg, "anchorage-admin"); err != nil {
 		return nil, err
 	}
-	user, pass, err := natsCredentials(cfg.NATSCredentialsFile(), true)
-	if err != nil {
-		return nil, err
-	}
-	if a.nc, err = nats.Connect(url, nats.UserInfo(user, pass), nats.Name("anchorage-admin"), nats.Timeout(5*time.Second)); err != nil {
-		return nil, fmt.Errorf("connect to the node's event log at %s: %w (is the node running?)", url, err)
-	}
-	if a.elog, err = natsjs.OpenRemoteLog(ctx, a.nc, natsjs.LogConfig{}); err != nil {
-		a.close()
-		return nil, err
-	}
+	a.nc = a.elog.Conn()
 	if a.pool, err = postgres.OpenOwnerPool(ctx, cfg.Postgres.URL, 2); err != nil {
 		a.close()
 		return nil, err
@@ -134,21 +123,53 @@ func natsURL(cfg config.Config) (string, error) {
 	return strings.TrimSpace(string(b)), nil
 }
 
+// connectLog opens a running node's event log over its NATS listener, with the node's credentials. The events
+// commands use it alone (not admin.open): a backup must work while the read models are down.
+func connectLog(ctx context.Context, cfg config.Config, name string) (*natsjs.EventLog, error) {
+	url, err := natsURL(cfg)
+	if err != nil {
+		return nil, err
+	}
+	user, pass, err := natsCredentials(cfg.NATSCredentialsFile(), true)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(url, nats.UserInfo(user, pass), nats.Name(name), nats.Timeout(5*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("connect to the node's event log at %s: %w (is the node running?)", url, err)
+	}
+	l, err := natsjs.OpenRemoteLog(ctx, nc, natsjs.LogConfig{})
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// adminFunc is an operator command run against an open node; runE is what cobra runs.
+type (
+	adminFunc func(ctx context.Context, a *admin, args []string) error
+	runE      func(*cobra.Command, []string) error
+)
+
+// run returns a command body that opens the node the flags name, runs fn and closes the node again.
+func (f *adminFlags) run(e env, fn adminFunc) runE {
+	return func(cmd *cobra.Command, args []string) error {
+		a, err := f.open(cmd.Context(), e)
+		if err != nil {
+			return err
+		}
+		defer a.close()
+		return fn(cmd.Context(), a, args)
+	}
+}
+
 func adminCmd(e env) *cobra.Command {
 	var f adminFlags
 	cmd := &cobra.Command{Use: "admin", Short: "Operator commands: orgs, API tokens, signing keys"}
 	cmd.PersistentFlags().StringVarP(&f.cfgPath, "config", "c", "", "the node's configuration file")
 	cmd.PersistentFlags().StringVar(&f.dataDir, "data-dir", "", "data dir of an `anchorage dev` node (uses DIR/anchorage.yaml)")
-	with := func(fn func(ctx context.Context, a *admin, args []string) error) func(*cobra.Command, []string) error {
-		return func(cmd *cobra.Command, args []string) error {
-			a, err := f.open(cmd.Context(), e)
-			if err != nil {
-				return err
-			}
-			defer a.close()
-			return fn(cmd.Context(), a, args)
-		}
-	}
+	with := func(fn adminFunc) runE { return f.run(e, fn) }
 
 	// org
 	org := &cobra.Command{Use: "org", Short: "Manage orgs (tenants)"}

@@ -16,7 +16,7 @@ import (
 )
 
 // nodeCmds are the placement operator commands: nodes, maintenance and rebalance.
-func nodeCmds(e env, with func(func(ctx context.Context, a *admin, args []string) error) func(*cobra.Command, []string) error) []*cobra.Command {
+func nodeCmds(e env, with func(adminFunc) runE) []*cobra.Command {
 	node := &cobra.Command{Use: "node", Short: "Storage nodes: list, cordon, drain, uncordon"}
 	node.AddCommand(&cobra.Command{
 		Use: "list", Short: "List nodes with their state, placements, capacity and liveness", Args: cobra.NoArgs,

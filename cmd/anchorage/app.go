@@ -126,9 +126,7 @@ func startApp(ctx context.Context, o appOptions) (_ *app, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if head, err := a.elog.LastSeq(ctx); err == nil {
-		a.log.Info("event log open", "events", head, "took", time.Since(t0).Round(time.Millisecond).String())
-	}
+	a.log.Info("event log open", "took", time.Since(t0).Round(time.Millisecond).String())
 	// Recovering a large stream reads its whole index file into memory once (155 MB at 1M pins); an idle node
 	// would otherwise keep that garbage resident until its first GC.
 	debug.FreeOSMemory()

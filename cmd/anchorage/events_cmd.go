@@ -14,7 +14,6 @@ import (
 
 	"github.com/anchorage-pin/anchorage/adapters/natsjs"
 	"github.com/anchorage-pin/anchorage/cmd/anchorage/internal/config"
-	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 )
 
@@ -120,29 +119,6 @@ func eventsConfig(e env, f adminFlags, allowFresh bool) (config.Config, error) {
 	return cfg.Resolve("")
 }
 
-// eventsConnect opens the running node's event log over NATS. Unlike `admin`, it needs nothing else from the
-// node (no PostgreSQL, no signing keys): a backup must work when the read models are down.
-func eventsConnect(ctx context.Context, cfg config.Config) (*natsjs.EventLog, error) {
-	url, err := natsURL(cfg)
-	if err != nil {
-		return nil, err
-	}
-	user, pass, err := natsCredentials(cfg.NATSCredentialsFile(), true)
-	if err != nil {
-		return nil, err
-	}
-	nc, err := nats.Connect(url, nats.UserInfo(user, pass), nats.Name("anchorage-events"), nats.Timeout(5*time.Second))
-	if err != nil {
-		return nil, fmt.Errorf("connect to the node's event log at %s: %w (is the node running?)", url, err)
-	}
-	l, err := natsjs.OpenRemoteLog(ctx, nc, natsjs.LogConfig{})
-	if err != nil {
-		nc.Close()
-		return nil, err
-	}
-	return l, nil
-}
-
 func eventsExport(ctx context.Context, e env, f adminFlags, out string) (err error) {
 	cfg, err := eventsConfig(e, f, false)
 	if err != nil {
@@ -151,7 +127,7 @@ func eventsExport(ctx context.Context, e env, f adminFlags, out string) (err err
 	if st, err := os.Stat(out); err == nil && st.IsDir() {
 		return fmt.Errorf("--out %s is a directory; name the backup file", out)
 	}
-	l, err := eventsConnect(ctx, cfg)
+	l, err := connectLog(ctx, cfg, "anchorage-events")
 	if err != nil {
 		return err
 	}
@@ -211,7 +187,7 @@ func eventsImport(ctx context.Context, e env, f adminFlags, file string) error {
 	// A store that exists is not fresh. If its node runs, let the stream itself refuse (and say how much it
 	// holds); a stopped node's store is never opened from here.
 	if _, err := os.Stat(jsDir); err == nil {
-		if l, cerr := eventsConnect(ctx, cfg); cerr == nil {
+		if l, cerr := connectLog(ctx, cfg, "anchorage-events"); cerr == nil {
 			defer l.Close()
 			return eventsImportInto(ctx, e, l, file, 0, "the running node's event log")
 		}
@@ -258,12 +234,10 @@ func eventsImport(ctx context.Context, e env, f adminFlags, file string) error {
 	if err := os.Rename(filepath.Join(tmpDir, "jetstream"), jsDir); err != nil {
 		return fmt.Errorf("move the imported store into place at %s: %w (did a node start on this data dir during the import? it must stay stopped)", jsDir, err)
 	}
-	// The next start rebuilds the read models from the restored log, whatever they held (see checkLog).
+	// The next start rebuilds the read models from the restored log, whatever they held (see checkLog). Writing
+	// the marker also syncs storeDir, which makes the rename above durable.
 	if err := writeFileSync(filepath.Join(storeDir, restoredMarker), fmt.Appendf(nil, "%s restored from %s (%d events)\n",
 		time.Now().UTC().Format(time.RFC3339), file, info.Messages)); err != nil {
-		return err
-	}
-	if err := eventsSyncDir(storeDir); err != nil {
 		return err
 	}
 	eventsNextSteps(e, f)

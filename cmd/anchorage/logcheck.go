@@ -141,7 +141,7 @@ Nothing has been changed. Recover in one of two ways:
 	}, nil
 }
 
-// writeFileSync writes a small file durably (temp file, fsync, rename).
+// writeFileSync writes a small file durably (temp file, fsync, rename, fsync of the directory).
 func writeFileSync(path string, b []byte) error {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
@@ -159,5 +159,8 @@ func writeFileSync(path string, b []byte) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return eventsSyncDir(filepath.Dir(path))
 }

@@ -20,16 +20,7 @@ func replayCmd(e env) *cobra.Command {
 	cmd := &cobra.Command{Use: "replay", Short: "Recover by replaying the event log: read models, or a node's pins"}
 	cmd.PersistentFlags().StringVarP(&f.cfgPath, "config", "c", "", "the node's configuration file")
 	cmd.PersistentFlags().StringVar(&f.dataDir, "data-dir", "", "data dir of an `anchorage dev` node")
-	with := func(fn func(ctx context.Context, a *admin, args []string) error) func(*cobra.Command, []string) error {
-		return func(cmd *cobra.Command, args []string) error {
-			a, err := f.open(cmd.Context(), e)
-			if err != nil {
-				return err
-			}
-			defer a.close()
-			return fn(cmd.Context(), a, args)
-		}
-	}
+	with := func(fn adminFunc) runE { return f.run(e, fn) }
 	var only []string
 	proj := &cobra.Command{
 		Use:   "projections",
