@@ -182,6 +182,12 @@ func (r *Reader) ListPins(ctx context.Context, f projections.PinFilter) (int64, 
 	if err != nil {
 		return 0, nil, interpret(err)
 	}
+	// The count is its own statement with its own snapshot: a pin that changed status in between would leave
+	// count < len(results), which clients read as a broken service (Kubo: "count=N but no results"). The page
+	// itself is proof of at least that many matches.
+	if n < int64(len(rows)) {
+		n = int64(len(rows))
+	}
 	return n, out, nil
 }
 
