@@ -11,10 +11,14 @@ import (
 const (
 	ScopePinsRead  = "pins:read"
 	ScopePinsWrite = "pins:write"
+	// ScopeAuditRead reads the audit trail of the token's own org (GET /v1/audit).
+	ScopeAuditRead = "audit:read"
+	// ScopeSysAudit reads the audit trail of every org, system events included.
+	ScopeSysAudit = "sys:audit"
 )
 
 // KnownScopes lists every scope a token may carry.
-var KnownScopes = []string{ScopePinsRead, ScopePinsWrite}
+var KnownScopes = []string{ScopePinsRead, ScopePinsWrite, ScopeAuditRead, ScopeSysAudit}
 
 // TokenPolicy bounds token lifetimes.
 type TokenPolicy struct {
