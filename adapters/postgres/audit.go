@@ -40,10 +40,19 @@ func init() { ProjectionTables[ProjectionAudit] = []string{"audit_events"} }
 // every earlier event: the projector keeps its running values in memory while its batches keep committing, and
 // reads them back at its checkpoint otherwise, so any batching and any replay give exactly the same rows.
 type AuditProjector struct {
-	pool  *pgxpool.Pool
-	mu    sync.Mutex
-	clock *auditClock // running time-index values at clock.pos; nil: read them back
+	pool     *pgxpool.Pool
+	coalesce time.Duration
+	mu       sync.Mutex
+	clock    *auditClock // running time-index values at clock.pos; nil: read them back
+	last     time.Time   // when the last batch committed
 }
+
+// AuditCoalesce is how long the audit projector lets small batches gather before it applies the next one (see
+// NewAuditProjector). The audit trail is then up to this much behind the pins list.
+const AuditCoalesce = 100 * time.Millisecond
+
+// auditBigBatch is a batch large enough that its fixed cost no longer matters: it is applied at once.
+const auditBigBatch = 256
 
 type auditClock struct {
 	pos    uint64
@@ -52,8 +61,20 @@ type auditClock struct {
 	maxLag time.Duration
 }
 
-// NewAuditProjector returns the audit projector.
-func NewAuditProjector(pool *pgxpool.Pool) *AuditProjector { return &AuditProjector{pool: pool} }
+// NewAuditProjector returns the audit projector. It applies a small batch (under 256 events) only once
+// AuditCoalesce has passed since its previous one, letting the log's reader gather the events that arrive
+// meanwhile: a batch has a fixed cost (a transaction, a round trip) several times that of an event, and at a
+// steady rate of small batches that cost would compete for the database and the CPU with the pins projection,
+// which every write's read-your-writes waits for.
+func NewAuditProjector(pool *pgxpool.Pool) *AuditProjector {
+	return &AuditProjector{pool: pool, coalesce: AuditCoalesce}
+}
+
+// WithCoalesce sets how long small batches gather (0: apply every batch at once).
+func (p *AuditProjector) WithCoalesce(d time.Duration) *AuditProjector {
+	p.coalesce = d
+	return p
+}
 
 func (p *AuditProjector) Name() string { return ProjectionAudit }
 
@@ -72,6 +93,13 @@ func (p *AuditProjector) Apply(ctx context.Context, prev uint64, recs []events.R
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if wait := p.coalesce - time.Since(p.last); wait > 0 && len(recs) < auditBigBatch {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
 	if p.clock == nil || p.clock.pos != prev {
 		row, err := queries.AuditClockAt(ctx, p.pool, int64(prev))
 		if err != nil {
@@ -91,6 +119,7 @@ func (p *AuditProjector) Apply(ctx context.Context, prev uint64, recs []events.R
 	}
 	next.pos = recs[len(recs)-1].Seq
 	p.clock = &next
+	p.last = time.Now()
 	return nil
 }
 
@@ -101,8 +130,8 @@ func auditRows(recs []events.Record, c *auditClock) dbsqlc.AuditInsertParams {
 	n := len(recs)
 	prm := dbsqlc.AuditInsertParams{
 		Seqs: make([]int64, n), Ats: make([]time.Time, n), Subjects: make([]string, n), Types: make([]string, n),
-		Versions: make([]int32, n), Actors: make([]string, n), Corrs: make([]string, n), OrgIds: make([]uuid.UUID, n),
-		RequestIds: make([]uuid.UUID, n), CidKeys: make([][]byte, n), Datas: make([][]byte, n),
+		Versions: make([]int32, n), Actors: make([]string, n), Corrs: make([]string, n), OrgIds: make([]string, n),
+		RequestIds: make([]string, n), CidKeys: make([][]byte, n), Datas: make([][]byte, n),
 		AtMaxes: make([]time.Time, n), LagsUs: make([]int64, n),
 	}
 	for i, r := range recs {
@@ -121,8 +150,12 @@ func auditRows(recs []events.Record, c *auditClock) dbsqlc.AuditInsertParams {
 		prm.Versions[i] = int32(r.Version)
 		prm.Actors[i] = r.Actor
 		prm.Corrs[i] = r.Corr
-		prm.OrgIds[i] = org
-		prm.RequestIds[i] = req
+		if org != zeroUUID {
+			prm.OrgIds[i] = org.String()
+		}
+		if req != zeroUUID {
+			prm.RequestIds[i] = req.String()
+		}
 		prm.CidKeys[i] = cidKeyOf(r.Event)
 		prm.Datas[i] = auditData(r)
 		prm.AtMaxes[i] = c.atMax

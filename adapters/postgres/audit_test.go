@@ -6,10 +6,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -259,7 +263,7 @@ func newAuditFixture(tb testing.TB) auditFixture {
 	require.NoError(tb, err)
 	tb.Cleanup(api.Close)
 	return auditFixture{db: db, owner: owner, api: api, reader: postgres.NewReader(api), pins: postgres.NewPinsProjector(owner),
-		audit: postgres.NewAuditProjector(owner)}
+		audit: postgres.NewAuditProjector(owner).WithCoalesce(0)}
 }
 
 func (f auditFixture) applyAudit(t testing.TB, recs []events.Record, batch int) {
@@ -592,6 +596,7 @@ func TestAuditCursorWhileAppending(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := newAuditFixture(t)
+	f.audit = postgres.NewAuditProjector(f.owner) // as in production: small batches gather
 	_, log := natstest.Log(t)
 	runner := projections.NewRunner(log, []projections.Projector{f.audit}, projections.RunnerConfig{Backoff: 20 * time.Millisecond})
 	rctx, cancel := context.WithCancel(ctx)
@@ -657,6 +662,31 @@ func TestAuditCursorWhileAppending(t *testing.T) {
 	close(stop)
 	writers.Wait()
 	require.Positive(t, appended.Load(), "events were appended while paging")
+}
+
+// Small batches gather: one is applied only once the coalescing interval has passed since the previous one;
+// a large batch goes at once, and so does one after a quiet spell.
+func TestAuditProjectorCoalesces(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l := newAuditLog(6, false)
+	l.history(400)
+	f := newAuditFixture(t)
+	p := postgres.NewAuditProjector(f.owner).WithCoalesce(300 * time.Millisecond)
+	timed := func(prev uint64, recs []events.Record) time.Duration {
+		t0 := time.Now()
+		require.NoError(t, p.Apply(ctx, prev, recs))
+		return time.Since(t0)
+	}
+	require.Less(t, timed(0, l.recs[:1]), 250*time.Millisecond, "the first batch is not held back")
+	require.GreaterOrEqual(t, timed(1, l.recs[1:3]), 250*time.Millisecond, "a small batch right after one waits")
+	require.Less(t, timed(3, l.recs[3:300]), 250*time.Millisecond, "a large batch does not")
+	time.Sleep(300 * time.Millisecond)
+	require.Less(t, timed(300, l.recs[300:301]), 250*time.Millisecond, "nor one after a quiet spell")
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	require.ErrorIs(t, p.Apply(cctx, 301, l.recs[301:302]), context.Canceled)
+	require.Len(t, auditDump(t, f.owner), 301)
 }
 
 // A pin's history is every event of its request, placements and observations on every node included, oldest
@@ -833,4 +863,140 @@ func BenchmarkIngest(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkAuditHotPath measures what the audit projector costs the hot path on the real stack (embedded
+// JetStream, PostgreSQL): events appended at a steady rate (a pin request, placement and observation mix), with
+// the pins projection alone, with the audit projector as shipped (small batches coalesced), and with every batch
+// applied at once. It reports the pins projection's lag (what a write's read-your-writes waits for), the append
+// rate achieved, and the CPU the Go process and the PostgreSQL backends spent per event.
+//
+//	go test ./adapters/postgres -run '^$' -bench AuditHotPath -benchtime 1x   (RATE=events/s, default 600)
+func BenchmarkAuditHotPath(b *testing.B) {
+	rate := 600
+	if r, err := strconv.Atoi(os.Getenv("RATE")); err == nil && r > 0 {
+		rate = r
+	}
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		b.Skip("needs /proc to measure PostgreSQL's CPU")
+	}
+	for _, mode := range []string{"pins-only", "with-audit", "with-audit-uncoalesced"} {
+		b.Run(mode, func(b *testing.B) {
+			for b.Loop() {
+				hotPath(b, mode, rate)
+			}
+		})
+	}
+}
+
+func hotPath(b *testing.B, mode string, rate int) {
+	ctx := context.Background()
+	f := newAuditFixture(b)
+	var backend int
+	require.NoError(b, f.owner.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&backend))
+	postmaster := procStat(backend).ppid
+	_, log := natstest.Log(b)
+	projs := []projections.Projector{f.pins}
+	switch mode {
+	case "with-audit":
+		projs = append(projs, postgres.NewAuditProjector(f.owner))
+	case "with-audit-uncoalesced":
+		projs = append(projs, f.audit)
+	}
+	runner := projections.NewRunner(log, projs, projections.RunnerConfig{})
+	rctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { runner.Run(rctx) })
+	defer func() { cancel(); wg.Wait() }()
+	org := domain.OrgIDForSlug("hot-path")
+	appendEvent := func(subject string, e events.Event) uint64 {
+		env, err := events.New(uuid.NewString(), time.Now(), "token:bench", uuid.NewString(), e)
+		require.NoError(b, err)
+		seqs, err := log.Append(ctx, domain.Message{Subject: subject, Envelope: env})
+		require.NoError(b, err)
+		return seqs[0]
+	}
+	var mu sync.Mutex
+	var lags []time.Duration
+	var waits sync.WaitGroup
+	goCPU, pgCPU := selfCPU(), childrenCPU(postmaster)
+	start := time.Now()
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	defer tick.Stop()
+	n := 0
+	var last uint64
+	for time.Since(start) < 5*time.Second {
+		<-tick.C
+		id := uuid.NewString()
+		switch n % 3 {
+		case 0:
+			last = appendEvent(events.PinSubject(org, id), events.PinRequested{OrgID: org, RequestID: id, CID: cids[0], Name: "x", Meta: map[string]string{"a": "b"}, Created: time.Now()})
+		case 1:
+			last = appendEvent(events.PlaceSubject("n1", org, id), events.PinPlaced{OrgID: org, RequestID: id, NodeID: "n1", CID: cids[0]})
+		default:
+			last = appendEvent(events.PlaceSubject("n1", org, id), events.PinStatusObserved{OrgID: org, RequestID: id, NodeID: "n1", CID: cids[0], Status: "pinned", PlacedSeq: 1})
+		}
+		n++
+		seq, t0 := last, time.Now()
+		waits.Go(func() {
+			if runner.Watermarks().Wait(ctx, postgres.ProjectionPins, seq) == nil {
+				mu.Lock()
+				lags = append(lags, time.Since(t0))
+				mu.Unlock()
+			}
+		})
+	}
+	elapsed := time.Since(start)
+	waits.Wait()
+	if mode != "pins-only" {
+		require.NoError(b, runner.Watermarks().Wait(ctx, postgres.ProjectionAudit, last))
+	}
+	goCPU, pgCPU = selfCPU()-goCPU, childrenCPU(postmaster)-pgCPU
+	slices.Sort(lags)
+	q := func(x float64) float64 { return float64(lags[int(x*float64(len(lags)-1))].Microseconds()) }
+	b.ReportMetric(q(.5), "pins-lag-p50-µs")
+	b.ReportMetric(q(.99), "pins-lag-p99-µs")
+	b.ReportMetric(float64(n)/elapsed.Seconds(), "appends/s")
+	b.ReportMetric(goCPU/float64(n)*1e6, "go-cpu-µs/event")
+	b.ReportMetric(pgCPU/float64(n)*1e6, "pg-cpu-µs/event")
+}
+
+type procInfo struct {
+	ppid int
+	cpu  float64 // seconds, user + system
+}
+
+func procStat(pid int) procInfo {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return procInfo{}
+	}
+	s := string(b)
+	fs := strings.Fields(s[strings.LastIndex(s, ")")+2:])
+	ppid, _ := strconv.Atoi(fs[1])
+	u, _ := strconv.ParseFloat(fs[11], 64)
+	st, _ := strconv.ParseFloat(fs[12], 64)
+	return procInfo{ppid: ppid, cpu: (u + st) / 100}
+}
+
+// childrenCPU is the CPU time of the postmaster and of every process it started (backends, writers).
+func childrenCPU(postmaster int) float64 {
+	ents, _ := os.ReadDir("/proc")
+	var sum float64
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if p := procStat(pid); pid == postmaster || p.ppid == postmaster {
+			sum += p.cpu
+		}
+	}
+	return sum
+}
+
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }

@@ -1,15 +1,16 @@
 -- Projector side (owner role) ------------------------------------------------------------------------------
 
 -- name: AuditInsert :exec
--- One statement per batch; rows are only ever inserted. Zero uuids and empty strings or bytea stand for NULL.
+-- One statement per batch; rows are only ever inserted. Empty strings and bytea stand for NULL. The ids come as
+-- text: pgx encodes uuid.UUID arrays element by element through database/sql's Valuer, which costs more than
+-- the rest of the batch's encoding together.
 INSERT INTO audit_events (seq, at, subject, type, version, actor, corr, org_id, request_id, cid_key, data, at_max, at_lag)
-SELECT r.seq, r.at, r.subject, r.type, r.version, r.actor, nullif(r.corr, ''),
-       nullif(r.org_id, '00000000-0000-0000-0000-000000000000'::uuid),
-       nullif(r.request_id, '00000000-0000-0000-0000-000000000000'::uuid),
-       nullif(r.cid_key, ''::bytea), r.data, r.at_max, CASE WHEN r.lag_us > 0 THEN r.lag_us * interval '1 microsecond' END
+SELECT r.seq, r.at, r.subject, r.type, r.version, r.actor, nullif(r.corr, ''), nullif(r.org_id, '')::uuid,
+       nullif(r.request_id, '')::uuid, nullif(r.cid_key, ''::bytea), r.data, r.at_max,
+       CASE WHEN r.lag_us > 0 THEN r.lag_us * interval '1 microsecond' END
 FROM (SELECT unnest(@seqs::bigint[]) AS seq, unnest(@ats::timestamptz[]) AS at, unnest(@subjects::text[]) AS subject,
              unnest(@types::text[]) AS type, unnest(@versions::int[]) AS version, unnest(@actors::text[]) AS actor,
-             unnest(@corrs::text[]) AS corr, unnest(@org_ids::uuid[]) AS org_id, unnest(@request_ids::uuid[]) AS request_id,
+             unnest(@corrs::text[]) AS corr, unnest(@org_ids::text[]) AS org_id, unnest(@request_ids::text[]) AS request_id,
              unnest(@cid_keys::bytea[]) AS cid_key, unnest(@datas::jsonb[]) AS data,
              unnest(@at_maxes::timestamptz[]) AS at_max, unnest(@lags_us::bigint[]) AS lag_us) r
 ON CONFLICT (seq) DO NOTHING;

@@ -36,13 +36,12 @@ func (q *Queries) AuditClockAt(ctx context.Context, db DBTX, seq int64) (AuditCl
 const AuditInsert = `-- name: AuditInsert :exec
 
 INSERT INTO audit_events (seq, at, subject, type, version, actor, corr, org_id, request_id, cid_key, data, at_max, at_lag)
-SELECT r.seq, r.at, r.subject, r.type, r.version, r.actor, nullif(r.corr, ''),
-       nullif(r.org_id, '00000000-0000-0000-0000-000000000000'::uuid),
-       nullif(r.request_id, '00000000-0000-0000-0000-000000000000'::uuid),
-       nullif(r.cid_key, ''::bytea), r.data, r.at_max, CASE WHEN r.lag_us > 0 THEN r.lag_us * interval '1 microsecond' END
+SELECT r.seq, r.at, r.subject, r.type, r.version, r.actor, nullif(r.corr, ''), nullif(r.org_id, '')::uuid,
+       nullif(r.request_id, '')::uuid, nullif(r.cid_key, ''::bytea), r.data, r.at_max,
+       CASE WHEN r.lag_us > 0 THEN r.lag_us * interval '1 microsecond' END
 FROM (SELECT unnest($1::bigint[]) AS seq, unnest($2::timestamptz[]) AS at, unnest($3::text[]) AS subject,
              unnest($4::text[]) AS type, unnest($5::int[]) AS version, unnest($6::text[]) AS actor,
-             unnest($7::text[]) AS corr, unnest($8::uuid[]) AS org_id, unnest($9::uuid[]) AS request_id,
+             unnest($7::text[]) AS corr, unnest($8::text[]) AS org_id, unnest($9::text[]) AS request_id,
              unnest($10::bytea[]) AS cid_key, unnest($11::jsonb[]) AS data,
              unnest($12::timestamptz[]) AS at_max, unnest($13::bigint[]) AS lag_us) r
 ON CONFLICT (seq) DO NOTHING
@@ -56,8 +55,8 @@ type AuditInsertParams struct {
 	Versions   []int32
 	Actors     []string
 	Corrs      []string
-	OrgIds     []uuid.UUID
-	RequestIds []uuid.UUID
+	OrgIds     []string
+	RequestIds []string
 	CidKeys    [][]byte
 	Datas      [][]byte
 	AtMaxes    []time.Time
@@ -65,7 +64,9 @@ type AuditInsertParams struct {
 }
 
 // Projector side (owner role) ------------------------------------------------------------------------------
-// One statement per batch; rows are only ever inserted. Zero uuids and empty strings or bytea stand for NULL.
+// One statement per batch; rows are only ever inserted. Empty strings and bytea stand for NULL. The ids come as
+// text: pgx encodes uuid.UUID arrays element by element through database/sql's Valuer, which costs more than
+// the rest of the batch's encoding together.
 func (q *Queries) AuditInsert(ctx context.Context, db DBTX, arg AuditInsertParams) error {
 	_, err := db.Exec(ctx, AuditInsert,
 		arg.Seqs,
@@ -158,11 +159,11 @@ SELECT e.seq, e.at, e.subject, e.type, e.version, e.actor, e.corr, e.org_id, e.r
 FROM unnest($1::uuid[]) AS o(org_id)
 CROSS JOIN LATERAL (
     SELECT a.seq, a.at, a.subject, a.type, a.version, a.actor, a.corr, a.org_id, a.request_id, a.data FROM audit_events a
-    WHERE a.org_id = o.org_id AND a.actor = $2::text AND a.seq >= $3::bigint AND a.seq < $4::bigint
+    WHERE a.org_id = ANY(ARRAY[o.org_id]) AND a.actor = $2::text AND a.seq >= $3::bigint AND a.seq < $4::bigint
       AND ($5::text IS NULL OR a.type = $5::text)
       AND ($6::timestamptz IS NULL OR a.at >= $6::timestamptz)
       AND ($7::timestamptz IS NULL OR a.at < $7::timestamptz)
-    ORDER BY a.seq DESC
+    ORDER BY a.org_id, a.seq DESC
     LIMIT $8::int
 ) e
 ORDER BY e.seq DESC
@@ -238,12 +239,12 @@ SELECT e.seq, e.at, e.subject, e.type, e.version, e.actor, e.corr, e.org_id, e.r
 FROM unnest($1::uuid[]) AS o(org_id)
 CROSS JOIN LATERAL (
     SELECT a.seq, a.at, a.subject, a.type, a.version, a.actor, a.corr, a.org_id, a.request_id, a.data FROM audit_events a
-    WHERE a.org_id = o.org_id AND a.cid_key = $2::bytea AND a.seq >= $3::bigint AND a.seq < $4::bigint
+    WHERE a.org_id = ANY(ARRAY[o.org_id]) AND a.cid_key = $2::bytea AND a.seq >= $3::bigint AND a.seq < $4::bigint
       AND ($5::text IS NULL OR a.actor = $5::text)
       AND ($6::text IS NULL OR a.type = $6::text)
       AND ($7::timestamptz IS NULL OR a.at >= $7::timestamptz)
       AND ($8::timestamptz IS NULL OR a.at < $8::timestamptz)
-    ORDER BY a.seq DESC
+    ORDER BY a.org_id, a.seq DESC
     LIMIT $9::int
 ) e
 ORDER BY e.seq DESC
@@ -321,10 +322,10 @@ SELECT e.seq, e.at, e.subject, e.type, e.version, e.actor, e.corr, e.org_id, e.r
 FROM unnest($1::uuid[]) AS o(org_id)
 CROSS JOIN LATERAL (
     SELECT a.seq, a.at, a.subject, a.type, a.version, a.actor, a.corr, a.org_id, a.request_id, a.data FROM audit_events a
-    WHERE a.org_id = o.org_id AND a.seq >= $2::bigint AND a.seq < $3::bigint
+    WHERE a.org_id = ANY(ARRAY[o.org_id]) AND a.seq >= $2::bigint AND a.seq < $3::bigint
       AND ($4::timestamptz IS NULL OR a.at >= $4::timestamptz)
       AND ($5::timestamptz IS NULL OR a.at < $5::timestamptz)
-    ORDER BY a.seq DESC
+    ORDER BY a.org_id, a.seq DESC
     LIMIT $6::int
 ) e
 ORDER BY e.seq DESC
@@ -397,13 +398,13 @@ SELECT e.seq, e.at, e.subject, e.type, e.version, e.actor, e.corr, e.org_id, e.r
 FROM unnest($1::uuid[]) AS o(org_id)
 CROSS JOIN LATERAL (
     SELECT a.seq, a.at, a.subject, a.type, a.version, a.actor, a.corr, a.org_id, a.request_id, a.data FROM audit_events a
-    WHERE a.org_id = o.org_id AND a.request_id = $2::uuid AND a.seq >= $3::bigint AND a.seq < $4::bigint
+    WHERE a.org_id = ANY(ARRAY[o.org_id]) AND a.request_id = $2::uuid AND a.seq >= $3::bigint AND a.seq < $4::bigint
       AND ($5::text IS NULL OR a.actor = $5::text)
       AND ($6::text IS NULL OR a.type = $6::text)
       AND ($7::bytea IS NULL OR a.cid_key = $7::bytea)
       AND ($8::timestamptz IS NULL OR a.at >= $8::timestamptz)
       AND ($9::timestamptz IS NULL OR a.at < $9::timestamptz)
-    ORDER BY a.seq DESC
+    ORDER BY a.org_id, a.seq DESC
     LIMIT $10::int
 ) e
 ORDER BY e.seq DESC
@@ -439,7 +440,9 @@ type AuditListByRequestRow struct {
 // The list queries come in one variant per driving filter (request, cid, actor, type, none), each reading newest
 // first from its own index for each org in org_ids (one org for a tenant, every org for a sysadmin), with the
 // other filters as plain predicates, so a cached generic plan is as good as a custom one. lo/hi are the seq
-// bounds of the time range and the cursor; since/until are then checked exactly on at.
+// bounds of the time range and the cursor; since/until are then checked exactly on at. The org is matched with
+// = ANY(ARRAY[…]) and leads the ORDER BY: an equality would make it a constant the primary key's order also
+// satisfies, and a generic plan could then walk the whole log by seq, filtering for the org.
 func (q *Queries) AuditListByRequest(ctx context.Context, db DBTX, arg AuditListByRequestParams) ([]AuditListByRequestRow, error) {
 	rows, err := db.Query(ctx, AuditListByRequest,
 		arg.OrgIds,
@@ -487,10 +490,10 @@ SELECT e.seq, e.at, e.subject, e.type, e.version, e.actor, e.corr, e.org_id, e.r
 FROM unnest($1::uuid[]) AS o(org_id)
 CROSS JOIN LATERAL (
     SELECT a.seq, a.at, a.subject, a.type, a.version, a.actor, a.corr, a.org_id, a.request_id, a.data FROM audit_events a
-    WHERE a.org_id = o.org_id AND a.type = $2::text AND a.seq >= $3::bigint AND a.seq < $4::bigint
+    WHERE a.org_id = ANY(ARRAY[o.org_id]) AND a.type = $2::text AND a.seq >= $3::bigint AND a.seq < $4::bigint
       AND ($5::timestamptz IS NULL OR a.at >= $5::timestamptz)
       AND ($6::timestamptz IS NULL OR a.at < $6::timestamptz)
-    ORDER BY a.seq DESC
+    ORDER BY a.org_id, a.seq DESC
     LIMIT $7::int
 ) e
 ORDER BY e.seq DESC
@@ -568,7 +571,7 @@ WHERE a.org_id IS NULL AND a.seq >= $1::bigint AND a.seq < $2::bigint
   AND ($6::bytea IS NULL OR a.cid_key = $6::bytea)
   AND ($7::timestamptz IS NULL OR a.at >= $7::timestamptz)
   AND ($8::timestamptz IS NULL OR a.at < $8::timestamptz)
-ORDER BY a.seq DESC
+ORDER BY a.org_id, a.seq DESC
 LIMIT $9::int
 `
 
@@ -598,7 +601,7 @@ type AuditListNoOrgRow struct {
 }
 
 // Events of no org (nodes, scheduler), for sysadmins: few, so every filter is a plain predicate on the walk of
-// their end of audit_events_org.
+// their end of audit_events_org (ordering by org_id first keeps the plan there).
 func (q *Queries) AuditListNoOrg(ctx context.Context, db DBTX, arg AuditListNoOrgParams) ([]AuditListNoOrgRow, error) {
 	rows, err := db.Query(ctx, AuditListNoOrg,
 		arg.Lo,
@@ -691,7 +694,8 @@ type AuditPinEventsBeforeRow struct {
 	Data    []byte
 }
 
-// The org's pin and placement events below sequence hi, oldest first: the input of the as-of fold (streamed).
+// The org's pin and placement events below sequence hi, oldest first: the input of the as-of fold (streamed, and
+// planned for the actual org and bound: an org's share of the log decides between its index and the log's).
 func (q *Queries) AuditPinEventsBefore(ctx context.Context, db DBTX, arg AuditPinEventsBeforeParams) ([]AuditPinEventsBeforeRow, error) {
 	rows, err := db.Query(ctx, AuditPinEventsBefore, arg.OrgID, arg.Hi)
 	if err != nil {
