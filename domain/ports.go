@@ -18,6 +18,14 @@ type EventLog interface {
 	Append(ctx context.Context, msgs ...Message) ([]uint64, error)
 }
 
+// OrderedAppender is an EventLog that can build messages and send them under a per-key lock, so that messages
+// built under the same key are stored in the order their builds ran. Pin creation times rely on it: read from
+// the per-org clock inside build, they grow with stream order, so the projector keeps them exactly as the 202
+// reported them. Logs without it (test fakes) get build then Append.
+type OrderedAppender interface {
+	AppendOrdered(ctx context.Context, key string, build func() ([]Message, error)) ([]uint64, error)
+}
+
 // Message is one event to append.
 type Message struct {
 	Subject string

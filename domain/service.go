@@ -39,16 +39,34 @@ func ValidID(id string) bool {
 // decide runs one load → fold → decide → append cycle, retrying on conflict. decideFn receives the loaded
 // records and the subject's last sequence and returns the events to append (none: nothing to do).
 func (s *Service) decide(ctx context.Context, subject string, decideFn func(recs []events.Record, last uint64) ([]Message, error)) (uint64, error) {
+	return s.decideOrdered(ctx, subject, "", decideFn)
+}
+
+// decideOrdered is decide with the decision made and appended under orderKey (see OrderedAppender); "" for none.
+func (s *Service) decideOrdered(ctx context.Context, subject, orderKey string, decideFn func(recs []events.Record, last uint64) ([]Message, error)) (uint64, error) {
 	for attempt := 1; ; attempt++ {
 		recs, last, err := s.Log.Load(ctx, subject)
 		if err != nil {
 			return 0, fmt.Errorf("load %s: %w", subject, err)
 		}
-		msgs, err := decideFn(recs, last)
-		if err != nil || len(msgs) == 0 {
-			return last, err
+		var seqs []uint64
+		if orderKey == "" {
+			msgs, derr := decideFn(recs, last)
+			if derr != nil || len(msgs) == 0 {
+				return last, derr
+			}
+			seqs, err = s.Log.Append(ctx, msgs...)
+		} else {
+			var derr error
+			seqs, err = s.appendOrdered(ctx, orderKey, func() ([]Message, error) {
+				msgs, err := decideFn(recs, last)
+				derr = err
+				return msgs, err
+			})
+			if derr != nil || (err == nil && len(seqs) == 0) {
+				return last, derr // the decision refused the command or had nothing to do: no append happened
+			}
 		}
-		seqs, err := s.Log.Append(ctx, msgs...)
 		if err == nil {
 			return seqs[len(seqs)-1], nil
 		}
@@ -76,6 +94,18 @@ func (s *Service) one(m Meta, subject string, last uint64, ev events.Event, err 
 		return nil, err
 	}
 	return []Message{{Subject: subject, Expect: last, Envelope: env}}, nil
+}
+
+// appendOrdered builds and appends under key when the log supports it, else builds then appends.
+func (s *Service) appendOrdered(ctx context.Context, key string, build func() ([]Message, error)) ([]uint64, error) {
+	if oa, ok := s.Log.(OrderedAppender); ok {
+		return oa.AppendOrdered(ctx, key, build)
+	}
+	msgs, err := build()
+	if err != nil || len(msgs) == 0 {
+		return nil, err
+	}
+	return s.Log.Append(ctx, msgs...)
 }
 
 // fold applies records to an aggregate.
@@ -107,13 +137,16 @@ func (s *Service) RequestPin(ctx context.Context, m Meta, org string, spec PinSp
 		return events.PinRequested{}, Appended{}, err
 	}
 	ev := Request(org, id, spec)
-	ev.Created = s.Env.Created(org)
-	env, err := s.envelope(m, ev)
-	if err != nil {
-		return events.PinRequested{}, Appended{}, err
-	}
-	// The subject must be empty: a fresh id cannot conflict, and a keyed one conflicts with its own earlier try.
-	seqs, err := s.Log.Append(ctx, Message{Subject: events.PinSubject(org, ev.RequestID), Expect: 0, Envelope: env})
+	// The creation time is read under the org's append order, so created grows with stream order.
+	seqs, err := s.appendOrdered(ctx, org, func() ([]Message, error) {
+		ev.Created = s.Env.Created(org)
+		env, err := s.envelope(m, ev)
+		if err != nil {
+			return nil, err
+		}
+		// The subject must be empty: a fresh id cannot conflict, and a keyed one conflicts with its own earlier try.
+		return []Message{{Subject: events.PinSubject(org, ev.RequestID), Expect: 0, Envelope: env}}, nil
+	})
 	if errors.Is(err, ErrConflict) && m.IdempotencyKey != "" {
 		if orig, app, ok, err := s.replayed(ctx, org, id, spec); ok || err != nil {
 			return orig, app, err
@@ -171,7 +204,7 @@ func (s *Service) ReplacePin(ctx context.Context, m Meta, org, oldID string, spe
 	}
 	newID := s.Env.NewID()
 	var out events.PinRequested
-	seq, err := s.decide(ctx, events.PinSubject(org, oldID), func(recs []events.Record, last uint64) ([]Message, error) {
+	seq, err := s.decideOrdered(ctx, events.PinSubject(org, oldID), org, func(recs []events.Record, last uint64) ([]Message, error) {
 		p := Pin{RequestID: oldID}
 		fold(&p, recs)
 		replaced, requested, err := p.Replace(newID, spec)

@@ -11,10 +11,18 @@ import (
 const (
 	ScopePinsRead  = "pins:read"
 	ScopePinsWrite = "pins:write"
+	// ScopeAuditRead reads the audit trail of the token's own org (GET /v1/audit).
+	ScopeAuditRead = "audit:read"
+	// ScopeSysAudit reads the audit trail of every org, system events included.
+	ScopeSysAudit = "sys:audit"
 )
 
 // KnownScopes lists every scope a token may carry.
-var KnownScopes = []string{ScopePinsRead, ScopePinsWrite}
+var KnownScopes = []string{ScopePinsRead, ScopePinsWrite, ScopeAuditRead, ScopeSysAudit}
+
+// DefaultScopes are what a token gets when its minter names none: the Pinning Services API and nothing else.
+// Audit scopes are granted only by asking for them.
+var DefaultScopes = []string{ScopePinsRead, ScopePinsWrite}
 
 // TokenPolicy bounds token lifetimes.
 type TokenPolicy struct {

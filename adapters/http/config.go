@@ -90,6 +90,7 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Gatherer is served on /metrics (nil: Registerer if it is a Gatherer, else /metrics is 404).
 	Gatherer prometheus.Gatherer
+	Audit    AuditReader // the audit API under /v1 (audit.go); nil: no audit routes
 }
 
 type server struct {
@@ -188,6 +189,7 @@ func (s *server) routes() chi.Router {
 	// anchorage's own API.
 	r.Route("/v1", func(r chi.Router) {
 		r.With(s.authenticate).Get("/whoami", s.whoami)
+		s.auditRoutes(r)
 	})
 	return r
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/anchorage-pin/anchorage/domain"
@@ -77,9 +78,13 @@ type EventLog struct {
 	dir    string     // the stream's directory when the server is embedded ("" for a remote log)
 	log    *slog.Logger
 	m      *Metrics
+	order  [64]sync.Mutex // AppendOrdered's per-key locks, striped
 }
 
-var _ domain.EventLog = (*EventLog)(nil)
+var (
+	_ domain.EventLog        = (*EventLog)(nil)
+	_ domain.OrderedAppender = (*EventLog)(nil)
+)
 
 // OpenLog creates or checks the event stream on s and returns the log. With SyncGroup it starts the group commit.
 func OpenLog(ctx context.Context, s *Server, cfg LogConfig) (*EventLog, error) {
@@ -197,6 +202,65 @@ func (l *EventLog) Append(ctx context.Context, msgs ...domain.Message) ([]uint64
 	} else {
 		seqs, err = l.publishBatch(ctx, msgs)
 	}
+	return l.appended(ctx, start, msgs, seqs, err)
+}
+
+// AppendOrdered builds messages and appends them under key's lock, which it holds only until the messages are
+// sent: one connection delivers them in send order and the stream stores them in that order, so builds under
+// the same key are stored in the order they ran. The publish acknowledgement and the group-commit fsync are
+// awaited outside the lock, so appends under one key still share fsyncs. Several messages are an atomic batch,
+// whose commit is awaited under the lock.
+func (l *EventLog) AppendOrdered(ctx context.Context, key string, build func() ([]domain.Message, error)) ([]uint64, error) {
+	h := uint32(2166136261) // FNV-1a
+	for i := 0; i < len(key); i++ {
+		h = (h ^ uint32(key[i])) * 16777619
+	}
+	mu := &l.order[h%uint32(len(l.order))]
+	mu.Lock()
+	msgs, err := build()
+	if err != nil || len(msgs) == 0 {
+		mu.Unlock()
+		return nil, err
+	}
+	start := time.Now()
+	if len(msgs) > 1 {
+		seqs, err := l.publishBatch(ctx, msgs)
+		mu.Unlock()
+		return l.appended(ctx, start, msgs, seqs, err)
+	}
+	m := msgs[0]
+	body, err := events.Marshal(m.Envelope)
+	if err != nil {
+		mu.Unlock()
+		return nil, err
+	}
+	fut, err := l.js.PublishMsgAsync(&nats.Msg{Subject: m.Subject, Header: header(m), Data: body})
+	mu.Unlock()
+	if err != nil {
+		return nil, l.publishErr(m.Subject, err)
+	}
+	var timeout <-chan time.Time // bounds the wait when ctx does not
+	if _, ok := ctx.Deadline(); !ok {
+		t := time.NewTimer(10 * time.Second)
+		defer t.Stop()
+		timeout = t.C
+	}
+	var seqs []uint64
+	select {
+	case ack := <-fut.Ok():
+		seqs = []uint64{ack.Sequence}
+	case err = <-fut.Err():
+		err = l.publishErr(m.Subject, err)
+	case <-ctx.Done():
+		err = l.publishErr(m.Subject, ctx.Err())
+	case <-timeout:
+		err = l.publishErr(m.Subject, nats.ErrTimeout)
+	}
+	return l.appended(ctx, start, msgs, seqs, err)
+}
+
+// appended finishes an append: counts conflicts, waits for the group-commit fsync, records metrics.
+func (l *EventLog) appended(ctx context.Context, start time.Time, msgs []domain.Message, seqs []uint64, err error) ([]uint64, error) {
 	if err != nil {
 		if errors.Is(err, domain.ErrConflict) {
 			l.m.conflicts.Inc()

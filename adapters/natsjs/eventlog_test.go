@@ -3,8 +3,11 @@ package natsjs_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +20,7 @@ import (
 	"github.com/anchorage-pin/anchorage/events"
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -332,4 +336,65 @@ func TestStreamDeduplicatesByMsgID(t *testing.T) {
 	st, err := l.JetStream().Stream(ctx, events.StreamName)
 	require.NoError(t, err)
 	require.Equal(t, 30*time.Second, st.CachedInfo().Config.Duplicates)
+}
+
+// TestAppendOrderedStoresInBuildOrder: concurrent appends under one key are stored in the order their builds
+// ran (what keeps pin creation times growing with stream order), conflicts still surface, and a build error
+// appends nothing.
+func TestAppendOrderedStoresInBuildOrder(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	_, l := natstest.Log(t)
+
+	var ticket atomic.Int64
+	const writers, each = 16, 40
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				id := uuid.NewString()
+				_, err := l.AppendOrdered(ctx, org, func() ([]domain.Message, error) {
+					ev := requested(id)
+					ev.Name = strconv.FormatInt(ticket.Add(1), 10) // the order the builds ran in
+					return []domain.Message{pinMsg(t, id, 0, ev)}, nil
+				})
+				assert.NoError(t, err)
+			}
+		}()
+	}
+	wg.Wait()
+
+	var names []int64
+	err := l.ReadUntil(ctx, 1, writers*each, nil, 256, func(recs []events.Record) error {
+		for _, r := range recs {
+			n, err := strconv.ParseInt(r.Event.(events.PinRequested).Name, 10, 64)
+			if err != nil {
+				return err
+			}
+			names = append(names, n)
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	require.Len(t, names, writers*each)
+	require.True(t, slices.IsSorted(names), "stream order differs from build order: %v", names)
+
+	// An expectation that no longer holds is a conflict, as with Append.
+	id := uuid.NewString()
+	_, err = l.Append(ctx, pinMsg(t, id, 0, requested(id)))
+	require.NoError(t, err)
+	_, err = l.AppendOrdered(ctx, org, func() ([]domain.Message, error) { return []domain.Message{pinMsg(t, id, 0, requested(id))}, nil })
+	require.ErrorIs(t, err, domain.ErrConflict)
+
+	// A refused build appends nothing and returns its error.
+	head, err := l.LastSeq(ctx)
+	require.NoError(t, err)
+	refused := errors.New("refused")
+	_, err = l.AppendOrdered(ctx, org, func() ([]domain.Message, error) { return nil, refused })
+	require.ErrorIs(t, err, refused)
+	after, err := l.LastSeq(ctx)
+	require.NoError(t, err)
+	require.Equal(t, head, after)
 }

@@ -31,7 +31,7 @@ const (
 
 // Projectors returns the read-model projectors, all writing through the owner pool.
 func Projectors(pool *pgxpool.Pool) []projections.Projector {
-	return []projections.Projector{&OrgsProjector{pool}, &TokensProjector{pool}, NewPinsProjector(pool)}
+	return []projections.Projector{&OrgsProjector{pool}, &TokensProjector{pool}, NewPinsProjector(pool), NewAuditProjector(pool)}
 }
 
 // pipeline collects the statements of one batch (through sqlc's :exec methods) to send them in one round trip.

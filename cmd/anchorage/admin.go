@@ -258,7 +258,7 @@ func adminCmd(e env) *cobra.Command {
 	mint.Flags().StringVar(&mintOrg, "org", "", "org slug (required)")
 	mint.Flags().StringVar(&subject, "subject", "", "who or what the token is for: a user, device or CI job (required)")
 	mint.Flags().StringVar(&label, "label", "", "free-text label")
-	mint.Flags().StringSliceVar(&scopes, "scope", domain.KnownScopes, "scopes (repeat or comma-separate): pins:read, pins:write")
+	mint.Flags().StringSliceVar(&scopes, "scope", domain.DefaultScopes, "scopes (repeat or comma-separate): pins:read, pins:write, audit:read (this org's audit trail), sys:audit (every org's)")
 	mint.Flags().DurationVar(&ttl, "ttl", 0, "lifetime (default auth.apiToken.defaultTTL, at most maxTTL)")
 	_ = mint.MarkFlagRequired("org")
 	_ = mint.MarkFlagRequired("subject")

@@ -223,6 +223,7 @@ func startApp(ctx context.Context, o appOptions) (_ *app, err error) {
 		Logger:         a.log,
 		Registerer:     a.reg,
 		Gatherer:       a.reg,
+		Audit:          postgres.NewAuditReader(a.api, a.owner),
 	})
 	if err != nil {
 		return nil, err

@@ -221,7 +221,7 @@ func devDatabaseSetup(ctx context.Context, c *pgcluster.Cluster) error {
 }
 
 // devToken returns the token in dev.env if it still verifies, else creates the dev org if needed and mints a
-// new pins:read+pins:write token.
+// new token with devScopes.
 func devToken(ctx context.Context, a *app) (string, error) {
 	if f, err := os.Open(filepath.Join(a.cfg.DataDir, "dev.env")); err == nil {
 		sc := bufio.NewScanner(f)
@@ -247,13 +247,16 @@ func devToken(ctx context.Context, a *app) (string, error) {
 		}
 	}
 	minted, _, err := a.svc.MintToken(ctx, meta, domain.MintToken{
-		OrgID: orgID, Subject: "dev", Label: "anchorage dev", Scopes: domain.KnownScopes, KeyID: a.keys.PrimaryID(),
+		OrgID: orgID, Subject: "dev", Label: "anchorage dev", Scopes: devScopes, KeyID: a.keys.PrimaryID(),
 	})
 	if err != nil {
 		return "", err
 	}
 	return a.keys.Sign(minted)
 }
+
+// devScopes are the dev token's: the pinning API and the dev org's own audit trail, not every org's.
+var devScopes = []string{domain.ScopePinsRead, domain.ScopePinsWrite, domain.ScopeAuditRead}
 
 // writeDevConfig writes DIR/anchorage.yaml: a complete config pointing at this dev node's resources, for
 // `anchorage admin --data-dir DIR`.

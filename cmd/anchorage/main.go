@@ -55,6 +55,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	root.SetErr(stderr)
 	root.AddCommand(serveCmd(e), devCmd(e), adminCmd(e), replayCmd(e))
 	root.AddCommand(eventsCmd(e))
+	addAuditEventsCmds(e, root) // events query, events asof
 	if addr := getenv("ANCHORAGE_PPROF"); addr != "" {
 		// Opt-in profiling on a separate listener (e.g. 127.0.0.1:6060), never on the API's.
 		go func() { _ = http.ListenAndServe(addr, pprofMux()) }()

@@ -8,7 +8,24 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
 )
+
+type AuditEvent struct {
+	Seq       int64
+	At        time.Time
+	Subject   string
+	Type      string
+	Version   int32
+	Actor     string
+	Corr      *string
+	OrgID     *uuid.UUID
+	RequestID *uuid.UUID
+	CidKey    []byte
+	Data      []byte
+	AtMax     time.Time
+	AtLag     pgtype.Interval
+}
 
 type Node struct {
 	NodeID       string
