@@ -72,8 +72,17 @@ func (w *Watermarks) Wait(ctx context.Context, name string, seq uint64) error {
 // first waits until the projection has applied that sequence: the API's read-your-writes guarantee, paid only
 // by the reads that need it, instead of by every write waiting for its projection.
 type Horizons struct {
-	mu sync.Mutex
-	m  map[string]uint64
+	mu    sync.Mutex
+	m     map[string]uint64
+	floor uint64
+}
+
+// SetFloor makes every org's horizon at least seq. A node sets it to the log's head when it starts, so writes
+// acknowledged before a restart (or a crash) are as visible to reads as the ones it makes itself.
+func (h *Horizons) SetFloor(seq uint64) {
+	h.mu.Lock()
+	h.floor = max(h.floor, seq)
+	h.mu.Unlock()
 }
 
 // NewHorizons returns empty horizons.
@@ -88,11 +97,11 @@ func (h *Horizons) Record(org string, seq uint64) {
 	h.mu.Unlock()
 }
 
-// Get returns the last sequence written for org (0: none).
+// Get returns the last sequence written for org, or the floor if that is later (0: none).
 func (h *Horizons) Get(org string) uint64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.m[org]
+	return max(h.m[org], h.floor)
 }
 
 // Changed returns a channel closed the next time name advances.

@@ -39,4 +39,11 @@ func TestHorizons(t *testing.T) {
 	h.Record("b", 1)
 	require.Equal(t, uint64(7), h.Get("a"))
 	require.Equal(t, uint64(1), h.Get("b"))
+
+	// The floor (the log's head at start) lifts every org, including ones this node never wrote for.
+	h.SetFloor(5)
+	h.SetFloor(4)
+	require.Equal(t, uint64(7), h.Get("a"))
+	require.Equal(t, uint64(5), h.Get("b"))
+	require.Equal(t, uint64(5), h.Get("never-written"))
 }

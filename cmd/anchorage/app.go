@@ -209,8 +209,16 @@ func startApp(ctx context.Context, o appOptions) (_ *app, err error) {
 		}
 	}
 
-	// The API.
+	// The API. Reads wait for the projections to apply at least the log's head at start: what was acknowledged
+	// before a restart or crash is read-your-writes visible too, not only what this process writes.
+	horizons := projections.NewHorizons()
+	head, err := a.elog.LastSeq(ctx)
+	if err != nil {
+		return nil, err
+	}
+	horizons.SetFloor(head)
 	handler, err := httpapi.New(httpapi.Config{
+		Horizon:        horizons,
 		Auth:           tokenAuth{&tokens.Verifier{Keys: a.keys, Registry: a.tokens}},
 		Pins:           a.svc,
 		Reader:         a.reader,
