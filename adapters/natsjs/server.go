@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -43,9 +44,19 @@ type ServerConfig struct {
 	// SyncInterval applies to SyncInterval mode.
 	SyncInterval time.Duration
 	// MaxStore caps JetStream file storage in bytes (0: unlimited).
-	MaxStore   int64
-	ServerName string
-	Logger     *slog.Logger
+	MaxStore int64
+	// Domain is the server's JetStream domain ("" = none): a mirror in another domain reaches this server's
+	// JetStream API as $JS.<Domain>.API across a leafnode connection.
+	Domain string
+	// LeafListen is the leafnode listener, host:port ("" = none); leaf nodes authenticate as LeafUser and
+	// LeafPassword.
+	LeafListen             string
+	LeafUser, LeafPassword string
+	// LeafRemotes are leafnode listeners this server dials (nats-leaf://user:password@host:port): a DR standby
+	// attaching to its primary.
+	LeafRemotes []string
+	ServerName  string
+	Logger      *slog.Logger
 }
 
 // Server is a running embedded NATS server with JetStream.
@@ -114,6 +125,31 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		opts.Host, opts.Port = host, p
 		opts.Username, opts.Password = cfg.User, cfg.Password
 	}
+	opts.JetStreamDomain = cfg.Domain
+	if cfg.LeafListen != "" {
+		if cfg.LeafUser == "" || cfg.LeafPassword == "" {
+			return nil, errors.New("natsjs: a leafnode listener needs LeafUser and LeafPassword")
+		}
+		host, port, err := net.SplitHostPort(cfg.LeafListen)
+		if err != nil {
+			return nil, fmt.Errorf("natsjs: leafnode listen address %q: %w", cfg.LeafListen, err)
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil {
+			return nil, fmt.Errorf("natsjs: leafnode listen port %q: %w", port, err)
+		}
+		if p == 0 {
+			p = server.RANDOM_PORT
+		}
+		opts.LeafNode = server.LeafNodeOpts{Host: host, Port: p, Username: cfg.LeafUser, Password: cfg.LeafPassword}
+	}
+	for _, r := range cfg.LeafRemotes {
+		u, err := url.Parse(r)
+		if err != nil || u.Scheme != "nats-leaf" || u.Host == "" {
+			return nil, fmt.Errorf("natsjs: leafnode remote %q is not a nats-leaf://user:password@host:port URL", redactedURL(r))
+		}
+		opts.LeafNode.Remotes = append(opts.LeafNode.Remotes, &server.RemoteLeafOpts{URLs: []*url.URL{u}})
+	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: new server: %w", err)
@@ -176,3 +212,12 @@ func (g *logger) Fatalf(f string, a ...any)  { g.l.Error(fmt.Sprintf(f, a...), "
 func (g *logger) Errorf(f string, a ...any)  { g.l.Error(fmt.Sprintf(f, a...)) }
 func (g *logger) Debugf(f string, a ...any)  { g.l.Debug(fmt.Sprintf(f, a...)) }
 func (g *logger) Tracef(f string, a ...any)  {}
+
+// redactedURL hides a URL's password, for error messages.
+func redactedURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	return u.Redacted()
+}

@@ -109,13 +109,22 @@ func startApp(ctx context.Context, o appOptions) (_ *app, err error) {
 	if err != nil {
 		return nil, err
 	}
+	leafUser, leafPass, err := leafNodeCredentials(o.Cfg.NATSLeafNodeCredentialsFile(), o.Cfg.NATS.LeafNodes.Listen != "")
+	if err != nil {
+		return nil, err
+	}
 	a.nats, err = natsjs.StartServer(natsjs.ServerConfig{
 		StoreDir: o.Cfg.NATSStoreDir(), Listen: o.Cfg.NATS.Listen, User: user, Password: pass,
 		Sync: natsjs.SyncMode(o.Cfg.NATS.Sync), SyncInterval: o.Cfg.NATS.SyncInterval.D(),
 		MaxStore: o.Cfg.NATS.MaxStoreBytes.Int64(), Logger: a.log,
+		Domain: o.Cfg.NATS.Domain, LeafListen: o.Cfg.NATS.LeafNodes.Listen, LeafUser: leafUser, LeafPassword: leafPass,
 	})
 	if err != nil {
 		return nil, err
+	}
+	if o.Cfg.NATS.LeafNodes.Listen != "" {
+		a.log.Info("leafnode listener for DR standbys", "listen", o.Cfg.NATS.LeafNodes.Listen, "domain", o.Cfg.NATS.Domain,
+			"credentialsFile", o.Cfg.NATSLeafNodeCredentialsFile())
 	}
 	if url := a.nats.ClientURL(); url != "" {
 		if err := os.WriteFile(filepath.Join(o.Cfg.NATSStoreDir(), "client-url"), []byte(url+"\n"), 0o600); err != nil {
@@ -399,6 +408,16 @@ func (c *usageCache) PinUsage(ctx context.Context, org string) (int64, int64, er
 
 // natsCredentials reads (or, the first time, creates) the user:password the NATS listener requires.
 func natsCredentials(path string, needed bool) (string, string, error) {
+	return credentialsFile("nats.credentialsFile", path, "anchorage", needed)
+}
+
+// leafNodeCredentials reads (or, the first time, creates) the user:password leaf nodes (a DR standby) use.
+func leafNodeCredentials(path string, needed bool) (string, string, error) {
+	return credentialsFile("nats.leafnodes.credentialsFile", path, "anchorage-leaf", needed)
+}
+
+// credentialsFile reads the user:password in path, creating it with user and a random password if missing.
+func credentialsFile(key, path, user string, needed bool) (string, string, error) {
 	if !needed {
 		return "", "", nil
 	}
@@ -408,19 +427,19 @@ func natsCredentials(path string, needed bool) (string, string, error) {
 		if _, err := rand.Read(buf); err != nil {
 			return "", "", err
 		}
-		b = []byte("anchorage:" + hex.EncodeToString(buf) + "\n")
+		b = []byte(user + ":" + hex.EncodeToString(buf) + "\n")
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 			return "", "", err
 		}
 		if err := os.WriteFile(path, b, 0o600); err != nil {
-			return "", "", fmt.Errorf("nats.credentialsFile: %w", err)
+			return "", "", fmt.Errorf("%s: %w", key, err)
 		}
 	} else if err != nil {
-		return "", "", fmt.Errorf("nats.credentialsFile: %w", err)
+		return "", "", fmt.Errorf("%s: %w", key, err)
 	}
 	user, pass, ok := strings.Cut(strings.TrimSpace(string(b)), ":")
 	if !ok || user == "" || pass == "" {
-		return "", "", fmt.Errorf("nats.credentialsFile %s must hold one line user:password", path)
+		return "", "", fmt.Errorf("%s %s must hold one line user:password", key, path)
 	}
 	return user, pass, nil
 }

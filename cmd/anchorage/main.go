@@ -54,7 +54,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(serveCmd(e), devCmd(e), adminCmd(e), replayCmd(e))
-	root.AddCommand(eventsCmd(e))
+	root.AddCommand(eventsCmd(e), drCmd(e))
 	addAuditEventsCmds(e, root) // events query, events asof
 	if addr := getenv("ANCHORAGE_PPROF"); addr != "" {
 		// Opt-in profiling on a separate listener (e.g. 127.0.0.1:6060), never on the API's.

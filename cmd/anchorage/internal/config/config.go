@@ -84,6 +84,17 @@ type NATS struct {
 	CredentialsFile string      `yaml:"credentialsFile"` // default <dataDir>/nats/credentials; see NATSCredentialsFile
 	Cluster         NATSCluster `yaml:"cluster"`
 	MaxStoreBytes   ByteSize    `yaml:"maxStoreBytes"` // 0 = unlimited
+	// Domain is the embedded server's JetStream domain. A disaster-recovery mirror in another domain reaches
+	// this log's API as $JS.<domain>.API (docs/backup.md). "" = none.
+	Domain    string        `yaml:"domain"`
+	LeafNodes NATSLeafNodes `yaml:"leafnodes"`
+}
+
+// NATSLeafNodes lets other NATS servers (a DR standby with a mirror) attach to the embedded server as leaf
+// nodes. They authenticate with the user:password in CredentialsFile, created on first start when missing.
+type NATSLeafNodes struct {
+	Listen          string `yaml:"listen"`          // host:port; "" = no leafnode listener
+	CredentialsFile string `yaml:"credentialsFile"` // default <dataDir>/nats/leafnode-credentials
 }
 
 // NATSCluster configures NATS clustering (not used yet; validated so files written now keep working).
@@ -206,6 +217,14 @@ func (c Config) NATSCredentialsFile() string {
 		return c.NATS.CredentialsFile
 	}
 	return filepath.Join(c.DataDir, "nats", "credentials")
+}
+
+// NATSLeafNodeCredentialsFile is nats.leafnodes.credentialsFile, or <dataDir>/nats/leafnode-credentials.
+func (c Config) NATSLeafNodeCredentialsFile() string {
+	if c.NATS.LeafNodes.CredentialsFile != "" {
+		return c.NATS.LeafNodes.CredentialsFile
+	}
+	return filepath.Join(c.DataDir, "nats", "leafnode-credentials")
 }
 
 // PostgresDir is where a managed PostgreSQL keeps its data: <dataDir>/postgres.

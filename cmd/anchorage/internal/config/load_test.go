@@ -237,7 +237,7 @@ func TestLoadFileErrors(t *testing.T) {
 		{
 			name:    "key at the wrong level",
 			content: "server:\n  listen: 127.0.0.1:1\nlisten: 1\n",
-			want:    []string{`:3: unknown key "listen" (did you mean "server.listen", "nats.listen" or "nats.cluster.listen"?)`},
+			want:    []string{`:3: unknown key "listen" (did you mean "server.listen", "nats.listen", "nats.cluster.listen" or "nats.leafnodes.listen"?)`},
 		},
 		{
 			name:    "key at the wrong level, one match",

@@ -47,6 +47,7 @@ func (c *Config) resolvePaths(base string, only func(key string) bool) {
 	}
 	if want("nats.credentialsFile") {
 		c.NATS.CredentialsFile = abs(c.NATS.CredentialsFile)
+		c.NATS.LeafNodes.CredentialsFile = abs(c.NATS.LeafNodes.CredentialsFile)
 	}
 	if want("auth.apiToken.signingKeys") {
 		c.Auth.APIToken.SigningKeys = slices.Clone(c.Auth.APIToken.SigningKeys)

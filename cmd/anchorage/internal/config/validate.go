@@ -176,7 +176,16 @@ func (c Config) validateNATS(v *validator) {
 	if n.MaxStoreBytes < 0 {
 		v.add("nats.maxStoreBytes: must not be negative; use 0 for unlimited or a size such as 100GiB")
 	}
+	if n.Domain != "" && !natsDomainRE.MatchString(n.Domain) {
+		v.add("nats.domain: %q is not a JetStream domain name; use 1-64 letters, digits, - and _, e.g. primary", n.Domain)
+	}
+	v.hostPort("nats.leafnodes.listen", n.LeafNodes.Listen, "0.0.0.0:7422")
+	if n.LeafNodes.Listen != "" && n.Domain == "" {
+		v.add("nats.domain: required when nats.leafnodes.listen is set, so a mirror on the standby can name this log's API ($JS.<domain>.API); use e.g. primary")
+	}
 }
+
+var natsDomainRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 var nodeIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
 

@@ -101,6 +101,12 @@ func TestValidateErrors(t *testing.T) {
 		}},
 		{"nats maxStoreBytes", ModeServe, func(c *Config) { c.NATS.MaxStoreBytes = -1 },
 			[]string{`nats.maxStoreBytes: must not be negative; use 0 for unlimited or a size such as 100GiB`}},
+		{"nats leafnodes without a domain", ModeServe, func(c *Config) { c.NATS.LeafNodes.Listen = "0.0.0.0:7422" },
+			[]string{`nats.domain: required when nats.leafnodes.listen is set, so a mirror on the standby can name this log's API ($JS.<domain>.API); use e.g. primary`}},
+		{"nats domain and leafnode listener", ModeServe, func(c *Config) { c.NATS.Domain = "prim ary"; c.NATS.LeafNodes.Listen = "7422" }, []string{
+			`nats.domain: "prim ary" is not a JetStream domain name; use 1-64 letters, digits, - and _, e.g. primary`,
+			`nats.leafnodes.listen: "7422" is not host:port; use e.g. 0.0.0.0:7422`,
+		}},
 		{"kubo", ModeServe, func(c *Config) {
 			c.Kubo = Kubo{RPCURL: "127.0.0.1:5001", Concurrency: 300, PinTimeout: 0, Replication: 0, NodeID: "node.1"}
 		}, []string{
