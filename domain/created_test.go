@@ -62,6 +62,21 @@ func TestCreatedClock(t *testing.T) {
 	}
 }
 
+// TestCreatedClockFloor: after a restart with a clock behind the log, times still grow past the floor.
+func TestCreatedClockFloor(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 3, 14, 10, 2, 17, 846240918, time.UTC)
+	ms := time.Millisecond
+	c := domain.NewCreatedClock(scriptedNow(t0.Add(-time.Minute), t0.Add(-time.Minute), t0.Add(time.Second)))
+	c.SetFloor(t0)
+	c.SetFloor(t0.Add(-time.Hour)) // a lower floor changes nothing
+	for i, want := range []time.Time{t0.Truncate(ms).Add(ms), t0.Truncate(ms).Add(ms)} {
+		got := c.Next([]string{"a", "b"}[i])
+		assert.True(t, want.Equal(got), "call %d: got %s, want %s", i, got.Format(time.RFC3339Nano), want.Format(time.RFC3339Nano))
+	}
+	assert.True(t, t0.Add(time.Second).Truncate(ms).Equal(c.Next("a")), "a clock past the floor is used as is")
+}
+
 func TestCreatedClockConcurrent(t *testing.T) {
 	t.Parallel()
 	// A clock that barely moves: most calls collide.

@@ -187,6 +187,9 @@ func startApp(ctx context.Context, o appOptions) (_ *app, err error) {
 	a.wg.Go(a.followTokens)
 
 	clock := domain.NewCreatedClock(time.Now)
+	if st, err := a.elog.JetStream().Stream(ctx, events.StreamName); err == nil {
+		clock.SetFloor(st.CachedInfo().State.LastTime) // creation times stay above everything already acknowledged
+	}
 	a.svc = &domain.Service{
 		Log:   a.elog,
 		Usage: newUsageCache(a.reader, a.log, time.Second),
