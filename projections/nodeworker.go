@@ -57,8 +57,9 @@ type WorkerConfig struct {
 	Concurrency int
 	// PinTimeout bounds one pin's retrieval; after it the pin is failed (default 10 minutes).
 	PinTimeout time.Duration
-	// PinningDelay: a pin still in progress after this long is reported pinning (default 200 ms). Local
-	// content pins in a few milliseconds; reporting pinning for it would only double the events.
+	// PinningDelay: a pin still in progress after this long is reported pinning (default 1 s). Local content
+	// pins in milliseconds, and in well under a second even when Kubo is saturated; reporting pinning for it
+	// would only double the events (and their fsyncs and projection work) when the node is busiest.
 	PinningDelay time.Duration
 	// Unavailable reports errors meaning Kubo is down (retry later) rather than that the pin failed.
 	Unavailable func(error) bool
@@ -108,7 +109,7 @@ type placementState struct {
 func NewWorker(src WorkerSource, pinner Pinner, cfg WorkerConfig) *Worker {
 	cfg.Concurrency = cmp.Or(cfg.Concurrency, 16)
 	cfg.PinTimeout = cmp.Or(cfg.PinTimeout, 10*time.Minute)
-	cfg.PinningDelay = cmp.Or(cfg.PinningDelay, 200*time.Millisecond)
+	cfg.PinningDelay = cmp.Or(cfg.PinningDelay, time.Second)
 	cfg.Logger = cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
 	if cfg.Unavailable == nil {
 		cfg.Unavailable = func(error) bool { return false }

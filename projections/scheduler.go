@@ -114,9 +114,12 @@ type SchedulerConfig struct {
 	Replication int    // placements per pin (default 1)
 	LeaseTTL    time.Duration
 	Interval    time.Duration // fallback polling (default 250 ms)
-	Batch       int           // decisions per round (default 512)
-	Logger      *slog.Logger
-	Registerer  prometheus.Registerer
+	// RoundGap is the least time between the starts of two rounds woken by the read model (default 20 ms): the
+	// decisions of a burst of requests are made together. A round that left work behind is followed at once.
+	RoundGap   time.Duration
+	Batch      int // decisions per round (default 512)
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 	// Wake, when set, signals that the read model changed (the pins projection advanced).
 	Wake <-chan struct{}
 	// Projected returns the pins projection's applied sequence, to know when own decisions are visible.
@@ -141,6 +144,31 @@ type Scheduler struct {
 	placed, unplaced, conflicts prometheus.Counter
 	leader                      prometheus.Gauge
 	termG                       prometheus.Gauge
+
+	// liveFree caches the presence answer for liveTTL: listing presence is a KV watch (a consumer created and
+	// deleted on the server) while presence itself only changes every few seconds, and a busy leader runs a
+	// round every few milliseconds.
+	liveFree map[string]uint64
+	liveAt   time.Time
+}
+
+// liveTTL is how long a presence answer is reused (presence entries are refreshed every 5 s, expire after 15 s).
+const liveTTL = time.Second
+
+// liveNodes returns the live nodes' free bytes, at most liveTTL old.
+func (s *Scheduler) liveNodes(ctx context.Context) (map[string]uint64, error) {
+	now := s.cfg.Now()
+	if s.liveFree != nil && now.Sub(s.liveAt) < liveTTL && !now.Before(s.liveAt) {
+		return s.liveFree, nil
+	}
+	free, err := s.live.LiveFree(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(free) > 0 { // no live node yet: ask again next round, one may be starting
+		s.liveFree, s.liveAt = free, now
+	}
+	return free, nil
 }
 
 // NewScheduler builds a scheduler.
@@ -149,6 +177,7 @@ func NewScheduler(store SchedulerStore, log SchedulerLog, leases Campaigner, liv
 	cfg.LeaseTTL = cmp.Or(cfg.LeaseTTL, 5*time.Second)
 	cfg.Interval = cmp.Or(cfg.Interval, 250*time.Millisecond)
 	cfg.Batch = cmp.Or(cfg.Batch, 512)
+	cfg.RoundGap = cmp.Or(cfg.RoundGap, 20*time.Millisecond)
 	cfg.MoveRetry = cmp.Or(cfg.MoveRetry, 30*time.Second)
 	cfg.Logger = cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
 	if cfg.Now == nil {
@@ -221,6 +250,7 @@ func (s *Scheduler) lead(ctx context.Context, lease Lease) error {
 	tick := time.NewTicker(s.cfg.Interval)
 	defer tick.Stop()
 	for {
+		started := time.Now()
 		busy, err := r.run(ctx)
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -239,6 +269,11 @@ func (s *Scheduler) lead(ctx context.Context, lease Lease) error {
 			return ctx.Err()
 		case <-tick.C:
 		case <-s.cfg.Wake:
+			// The read model moves with every projected batch, which under load is every few milliseconds:
+			// gather what arrives within RoundGap into one round (one set of queries, one batch of decisions).
+			if !sleep(ctx, s.cfg.RoundGap-time.Since(started)) {
+				return ctx.Err()
+			}
 		}
 	}
 }
@@ -294,7 +329,7 @@ func (r *round) run(ctx context.Context) (busy bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	free, err := s.live.LiveFree(ctx)
+	free, err := s.liveNodes(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -612,9 +647,17 @@ func (r *round) appendDecisions(ctx context.Context, msgs []domain.Message, refs
 	return n, nil
 }
 
-func sleep(ctx context.Context, d time.Duration) {
+// sleep waits d (nothing when d <= 0) and reports whether ctx is still live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
 	select {
 	case <-ctx.Done():
-	case <-time.After(d):
+		return false
+	case <-t.C:
+		return true
 	}
 }
