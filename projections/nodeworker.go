@@ -79,8 +79,10 @@ type Worker struct {
 
 	mu    sync.Mutex
 	terms termFence
-	state map[PinRef]*placementState
-	refs  map[string]int // live placements per CID (by multihash)
+	// termsThrough: terms holds every term start with a sequence below this one.
+	termsThrough uint64
+	state        map[PinRef]*placementState
+	refs         map[string]int // live placements per CID (by multihash)
 	// resumeOrigins are the origins of unfinished placements found by rebuild, for resume.
 	resumeOrigins map[PinRef][]string
 	jobs          sync.WaitGroup
@@ -160,7 +162,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	if n := w.resume(); n > 0 {
 		w.lg.Info("resumed placements left unfinished by the previous run", "placements", n)
 	}
-	filters := []string{events.NodePlacements(w.cfg.NodeID), events.SchedTerm}
+	// One subject filter: JetStream serves a consumer with several filters by intersecting them with every
+	// subject of each block it reads (about one per pin), per message. Term starts are loaded as needed instead
+	// (fenceThrough).
+	filters := []string{events.NodePlacements(w.cfg.NodeID)}
 	err := w.src.ConsumeDurable(ctx, "node-"+w.cfg.NodeID, filters, 4*w.cfg.Concurrency, w.cfg.PinTimeout+time.Minute,
 		w.handle, func(err error) { w.lg.Error("delivery failed", "err", err) })
 	w.jobs.Wait()
@@ -216,16 +221,10 @@ func (w *Worker) reporter() {
 // reading any history: the last message per placement subject is each pin's state.
 func (w *Worker) rebuild(ctx context.Context) error {
 	// Every term start (there are few): a decision counts unless a higher term had started before it.
-	recs, _, err := w.src.Load(ctx, events.SchedTerm)
-	if err != nil {
+	if err := w.loadTerms(ctx, 0); err != nil {
 		return err
 	}
-	for _, r := range recs {
-		if e, ok := r.Event.(events.SchedTermStarted); ok {
-			w.terms.started(r.Seq, e.Term)
-		}
-	}
-	_, err = w.src.LastPerSubject(ctx, events.NodePlacements(w.cfg.NodeID), func(r events.Record) error {
+	_, err := w.src.LastPerSubject(ctx, events.NodePlacements(w.cfg.NodeID), func(r events.Record) error {
 		switch e := r.Event.(type) {
 		case events.PinPlaced:
 			if w.terms.valid(r.Seq, e.Term) {
@@ -263,18 +262,52 @@ func (w *Worker) setLive(ref PinRef, seq uint64, cid string, done bool) *placeme
 	return st
 }
 
+// loadTerms reads every term start into the fence. Called on receiving a decision at seq, it makes the fence
+// complete below seq: a term start before seq was stored before that decision, so before this read.
+func (w *Worker) loadTerms(ctx context.Context, seq uint64) error {
+	recs, _, err := w.src.Load(ctx, events.SchedTerm)
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, r := range recs {
+		if e, ok := r.Event.(events.SchedTermStarted); ok {
+			w.terms.started(r.Seq, e.Term)
+		}
+	}
+	w.termsThrough = max(w.termsThrough, seq)
+	return nil
+}
+
+// fenceThrough makes sure the fence knows every term start before the decision at seq (one direct read of the
+// few term events, skipped when an earlier read already covers seq). On failure the delivery is retried.
+func (w *Worker) fenceThrough(d Delivery, seq uint64) bool {
+	w.mu.Lock()
+	known := seq <= w.termsThrough
+	w.mu.Unlock()
+	if known {
+		return true
+	}
+	if err := w.loadTerms(w.ctx, seq); err != nil {
+		w.lg.Warn("could not read the scheduler terms; the placement will be retried", "seq", seq, "err", err)
+		_ = d.Nak(time.Second)
+		return false
+	}
+	return true
+}
+
 func (w *Worker) handle(d Delivery) {
 	rec := d.Event()
 	switch e := rec.Event.(type) {
-	case events.SchedTermStarted:
-		w.mu.Lock()
-		w.terms.started(rec.Seq, e.Term)
-		w.mu.Unlock()
-		_ = d.Ack()
 	case events.PinPlaced:
-		w.placed(d, rec, e)
+		if w.fenceThrough(d, rec.Seq) {
+			w.placed(d, rec, e)
+		}
 	case events.PinUnplaced:
-		w.unplaced(d, rec, e)
+		if w.fenceThrough(d, rec.Seq) {
+			w.unplaced(d, rec, e)
+		}
 	default:
 		_ = d.Ack() // its own observations
 	}
