@@ -67,16 +67,32 @@ func Marshal(env Envelope) ([]byte, error) { return json.Marshal(env) }
 
 // Unmarshal decodes a stored message body into its envelope and typed payload.
 func Unmarshal(body []byte) (Envelope, Event, error) {
+	if env, ev, ok := fastUnmarshal(body); ok {
+		return env, ev, nil
+	}
+	return slowUnmarshal(body)
+}
+
+// slowUnmarshal is Unmarshal with encoding/json alone.
+func slowUnmarshal(body []byte) (Envelope, Event, error) {
 	var env Envelope
 	if err := json.Unmarshal(body, &env); err != nil {
 		return Envelope{}, nil, fmt.Errorf("events: decode envelope: %w", err)
 	}
-	ev, err := Decode(env.Type, env.Version, env.Data)
+	ev, err := slowDecode(env.Type, env.Version, env.Data)
 	return env, ev, err
 }
 
 // Decode decodes a payload of a known type and version.
 func Decode(t Type, v int, data []byte) (Event, error) {
+	if ev, ok := fastDecode(t, v, data); ok {
+		return ev, nil
+	}
+	return slowDecode(t, v, data)
+}
+
+// slowDecode is Decode with encoding/json alone.
+func slowDecode(t Type, v int, data []byte) (Event, error) {
 	dec, ok := registry[key{t, v}]
 	if !ok {
 		return nil, fmt.Errorf("%w: %s v%d", ErrUnknownType, t, v)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,7 +28,9 @@ func (e *DecodeError) Unwrap() error { return e.Err }
 
 // ReadOptions tune Read.
 type ReadOptions struct {
-	// MaxBatch bounds how many records one call of fn receives (default 1000).
+	// MaxBatch bounds how many records one call of fn receives (default 4000: a projection's transaction costs
+	// a round trip and a commit whatever its size, so a backlog is worked off in large batches; a batch is only
+	// what is already buffered, so a follower that keeps up still applies every event at once).
 	MaxBatch int
 }
 
@@ -46,10 +49,11 @@ func (l *EventLog) ReadBatches(ctx context.Context, from uint64, filters []strin
 		from = 1
 	}
 	if opts.MaxBatch <= 0 {
-		opts.MaxBatch = 1000
+		opts.MaxBatch = 4000
 	}
+	server, local := consumerFilters(filters)
 	cons, err := l.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects:    filters,
+		FilterSubjects:    server,
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:       from,
 		InactiveThreshold: time.Minute,
@@ -61,8 +65,11 @@ func (l *EventLog) ReadBatches(ctx context.Context, from uint64, filters []strin
 	if err != nil {
 		return fmt.Errorf("natsjs: messages: %w", err)
 	}
-	ch := make(chan jetstream.Msg, 2*opts.MaxBatch)
+	// Messages are decoded here, ahead of fn: decoding the next batch overlaps applying this one.
+	ch := make(chan decodedMsg, 2*opts.MaxBatch)
 	errc := make(chan error, 1)
+	stop := make(chan struct{})
+	defer close(stop)
 	go func() {
 		defer close(ch)
 		for {
@@ -73,9 +80,19 @@ func (l *EventLog) ReadBatches(ctx context.Context, from uint64, filters []strin
 				}
 				return
 			}
+			if local != nil && !matchesAny(local, m.Subject()) {
+				continue
+			}
+			var d decodedMsg
+			d.rec, d.pending, d.err = decodeMsg(m)
 			select {
-			case ch <- m:
+			case ch <- d:
 			case <-ctx.Done():
+				return
+			case <-stop:
+				return
+			}
+			if d.err != nil {
 				return
 			}
 		}
@@ -84,14 +101,14 @@ func (l *EventLog) ReadBatches(ctx context.Context, from uint64, filters []strin
 
 	batch := make([]events.Record, 0, opts.MaxBatch)
 	for {
-		var m jetstream.Msg
+		var d decodedMsg
 		var ok bool
 		select {
 		case <-ctx.Done():
 			return nil
 		case err := <-errc:
 			return fmt.Errorf("natsjs: read: %w", err)
-		case m, ok = <-ch:
+		case d, ok = <-ch:
 			if !ok {
 				if ctx.Err() != nil {
 					return nil
@@ -102,24 +119,20 @@ func (l *EventLog) ReadBatches(ctx context.Context, from uint64, filters []strin
 		batch = batch[:0]
 		var pending uint64
 		for {
-			rec, np, err := decodeMsg(m)
-			if err != nil {
-				return err
+			if d.err != nil {
+				return d.err
 			}
-			pending = np
-			batch = append(batch, rec)
+			pending = d.pending
+			batch = append(batch, d.rec)
 			if len(batch) == opts.MaxBatch {
 				break
 			}
 			select {
-			case m, ok = <-ch:
-				if !ok {
-					m = nil
-				}
+			case d, ok = <-ch:
 			default:
-				m = nil
+				ok = false
 			}
-			if m == nil {
+			if !ok {
 				break
 			}
 		}
@@ -127,6 +140,12 @@ func (l *EventLog) ReadBatches(ctx context.Context, from uint64, filters []strin
 			return err
 		}
 	}
+}
+
+type decodedMsg struct {
+	rec     events.Record
+	pending uint64
+	err     error
 }
 
 func decodeMsg(m jetstream.Msg) (events.Record, uint64, error) {
@@ -154,8 +173,9 @@ func (l *EventLog) ReadUntil(ctx context.Context, from, until uint64, filters []
 	if maxBatch <= 0 {
 		maxBatch = 1000
 	}
+	server, local := consumerFilters(filters)
 	cons, err := l.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects:    filters,
+		FilterSubjects:    server,
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:       from,
 		InactiveThreshold: time.Minute,
@@ -178,7 +198,7 @@ func (l *EventLog) ReadUntil(ctx context.Context, from, until uint64, filters []
 
 	// Raw batches are cut here and decoded by workers; results come back in the order cut.
 	type job struct {
-		msgs []jetstream.Msg
+		msgs []seqMsg
 		out  chan decoded
 	}
 	jobs := make(chan job, 8)
@@ -191,12 +211,16 @@ func (l *EventLog) ReadUntil(ctx context.Context, from, until uint64, filters []
 				recs := make([]events.Record, 0, len(j.msgs))
 				var derr error
 				for _, m := range j.msgs {
-					rec, _, err := decodeMsg(m)
+					subject := m.msg.Subject()
+					if local != nil && !matchesAny(local, subject) {
+						continue
+					}
+					env, ev, err := events.Unmarshal(m.msg.Data())
 					if err != nil {
-						derr = err
+						derr = &DecodeError{Seq: m.seq, Subject: subject, Err: err}
 						break
 					}
-					recs = append(recs, rec)
+					recs = append(recs, events.Record{Seq: m.seq, Subject: subject, Envelope: env, Event: ev})
 				}
 				j.out <- decoded{recs, derr}
 			}
@@ -206,7 +230,7 @@ func (l *EventLog) ReadUntil(ctx context.Context, from, until uint64, filters []
 	go func() {
 		defer close(order)
 		defer close(jobs)
-		batch := make([]jetstream.Msg, 0, maxBatch)
+		batch := make([]seqMsg, 0, maxBatch)
 		flush := func() bool {
 			if len(batch) == 0 {
 				return true
@@ -218,7 +242,7 @@ func (l *EventLog) ReadUntil(ctx context.Context, from, until uint64, filters []
 				return false
 			}
 			jobs <- job{batch, out}
-			batch = make([]jetstream.Msg, 0, maxBatch)
+			batch = make([]seqMsg, 0, maxBatch)
 			return true
 		}
 		for {
@@ -236,7 +260,7 @@ func (l *EventLog) ReadUntil(ctx context.Context, from, until uint64, filters []
 				flush()
 				return
 			}
-			batch = append(batch, m)
+			batch = append(batch, seqMsg{m, md.Sequence.Stream})
 			if len(batch) == maxBatch || md.NumPending == 0 || md.Sequence.Stream == until {
 				if !flush() {
 					return
@@ -257,6 +281,9 @@ func (l *EventLog) ReadUntil(ctx context.Context, from, until uint64, filters []
 			ferr = d.err
 			continue
 		}
+		if len(d.recs) == 0 {
+			continue // nothing matched the filters
+		}
 		if err := fn(d.recs); err != nil {
 			ferr = err
 		}
@@ -273,7 +300,59 @@ func (l *EventLog) ReadUntil(ctx context.Context, from, until uint64, filters []
 	return ctx.Err()
 }
 
+// seqMsg is a message with its stream sequence, read once from its metadata.
+type seqMsg struct {
+	msg jetstream.Msg
+	seq uint64
+}
+
 type decoded struct {
 	recs []events.Record
 	err  error
+}
+
+// consumerFilters splits a reader's subject filters into those the consumer gets (server) and those the reader
+// applies itself (local; nil: none). Several filters that each name a whole subject space ("pins.>",
+// "place.>", …) are read unfiltered and filtered here: the server matches a multi-filter consumer against every
+// distinct subject of each message block it reads (with a subject per pin, hundreds of thousands), which costs
+// far more than reading the few messages of the other spaces too. A single filter, or narrower ones (one
+// node's placements), stay on the server, which then skips what does not match without reading it.
+func consumerFilters(filters []string) (server, local []string) {
+	if len(filters) < 2 {
+		return filters, nil
+	}
+	for _, f := range filters {
+		space, rest, ok := strings.Cut(f, ".")
+		if !ok || rest != ">" || space == "*" || space == ">" || space == "" {
+			return filters, nil
+		}
+	}
+	return nil, filters
+}
+
+// matchesAny reports whether subject matches any of the subject filters ('*' one token, '>' the rest).
+func matchesAny(filters []string, subject string) bool {
+	for _, f := range filters {
+		if subjectMatches(f, subject) {
+			return true
+		}
+	}
+	return false
+}
+
+func subjectMatches(filter, subject string) bool {
+	for {
+		ft, frest, fmore := strings.Cut(filter, ".")
+		if ft == ">" && !fmore {
+			return subject != ""
+		}
+		st, srest, smore := strings.Cut(subject, ".")
+		if ft != "*" && ft != st {
+			return false
+		}
+		if !fmore || !smore {
+			return fmore == smore
+		}
+		filter, subject = frest, srest
+	}
 }
