@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -100,16 +101,11 @@ func (p *AuditProjector) Apply(ctx context.Context, prev uint64, recs []events.R
 		case <-time.After(wait):
 		}
 	}
-	if p.clock == nil || p.clock.pos != prev {
-		row, err := queries.AuditClockAt(ctx, p.pool, int64(prev))
-		if err != nil {
-			p.clock = nil
-			return interpret(err)
-		}
-		p.clock = &auditClock{pos: prev, found: row.Found, atMax: time.UnixMicro(row.AtMaxUs).UTC(), maxLag: time.Duration(row.MaxLagUs) * time.Microsecond}
+	if err := p.readClock(ctx, prev); err != nil {
+		return err
 	}
 	next := *p.clock
-	prm := auditRows(recs, &next)
+	prm := auditRows(recs, &next).text()
 	err := applyBatch(ctx, p.pool, ProjectionAudit, prev, recs, func(db dbsqlc.DBTX) error {
 		return queries.AuditInsert(ctx, db, prm)
 	})
@@ -123,17 +119,126 @@ func (p *AuditProjector) Apply(ctx context.Context, prev uint64, recs []events.R
 	return nil
 }
 
+// ApplyBulk is Apply for a rebuild: the same rows, loaded with COPY (in one transaction with the checkpoint
+// compare-and-set) into the fresh shadow table, which has neither row-level security nor secondary indexes
+// while it is filled and cannot hold any of the rows yet. No coalescing: rebuild batches are large.
+func (p *AuditProjector) ApplyBulk(ctx context.Context, prev uint64, recs []events.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.readClock(ctx, prev); err != nil {
+		return err
+	}
+	next := *p.clock
+	src := &auditCopy{rows: auditRows(recs, &next)}
+	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+		if err := queries.CheckpointAdvanceOrFail(ctx, tx, dbsqlc.CheckpointAdvanceOrFailParams{Name: ProjectionAudit, Prev: int64(prev), Next: int64(recs[len(recs)-1].Seq)}); err != nil {
+			return err
+		}
+		_, err := tx.CopyFrom(ctx, pgx.Identifier{"audit_events"}, auditCopyColumns, src)
+		return err
+	})
+	if err != nil {
+		p.clock = nil
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == errCheckpointMoved {
+			return projections.ErrCheckpointMoved
+		}
+		return interpret(err)
+	}
+	next.pos = recs[len(recs)-1].Seq
+	p.clock = &next
+	p.last = time.Now()
+	return nil
+}
+
+// readClock makes sure p.clock holds the time index's running values at prev.
+func (p *AuditProjector) readClock(ctx context.Context, prev uint64) error {
+	if p.clock != nil && p.clock.pos == prev {
+		return nil
+	}
+	row, err := queries.AuditClockAt(ctx, p.pool, int64(prev))
+	if err != nil {
+		p.clock = nil
+		return interpret(err)
+	}
+	p.clock = &auditClock{pos: prev, found: row.Found, atMax: time.UnixMicro(row.AtMaxUs).UTC(), maxLag: time.Duration(row.MaxLagUs) * time.Microsecond}
+	return nil
+}
+
+var auditCopyColumns = []string{"seq", "at", "subject", "type", "version", "actor", "corr", "org_id", "request_id", "cid_key", "data", "at_max", "at_lag"}
+
+// auditCopy feeds AuditInsert's rows to COPY, with AuditInsert's conversions (empty values are NULL).
+type auditCopy struct {
+	rows auditParams
+	i    int
+	vals [13]any
+}
+
+func (c *auditCopy) Next() bool {
+	c.i++
+	return c.i <= len(c.rows.Seqs)
+}
+
+func (c *auditCopy) Values() ([]any, error) {
+	i, r, v := c.i-1, &c.rows, &c.vals
+	v[0], v[1], v[2], v[3], v[4], v[5] = r.Seqs[i], r.Ats[i], r.Subjects[i], r.Types[i], r.Versions[i], r.Actors[i]
+	v[6], v[7], v[8], v[9], v[10], v[11], v[12] = nil, nil, nil, nil, r.Datas[i], r.AtMaxes[i], nil
+	if r.Corrs[i] != "" {
+		v[6] = r.Corrs[i]
+	}
+	if r.orgs[i] != zeroUUID {
+		v[7] = pgtype.UUID{Bytes: r.orgs[i], Valid: true}
+	}
+	if r.reqs[i] != zeroUUID {
+		v[8] = pgtype.UUID{Bytes: r.reqs[i], Valid: true}
+	}
+	if len(r.CidKeys[i]) > 0 {
+		v[9] = r.CidKeys[i]
+	}
+	if r.LagsUs[i] > 0 {
+		v[12] = pgtype.Interval{Microseconds: r.LagsUs[i], Valid: true}
+	}
+	return v[:], nil
+}
+
+func (c *auditCopy) Err() error { return nil }
+
 var zeroUUID uuid.UUID
 
-// auditRows turns a batch into the insert's columns, advancing the time index in c.
-func auditRows(recs []events.Record, c *auditClock) dbsqlc.AuditInsertParams {
-	n := len(recs)
-	prm := dbsqlc.AuditInsertParams{
-		Seqs: make([]int64, n), Ats: make([]time.Time, n), Subjects: make([]string, n), Types: make([]string, n),
-		Versions: make([]int32, n), Actors: make([]string, n), Corrs: make([]string, n), OrgIds: make([]string, n),
-		RequestIds: make([]string, n), CidKeys: make([][]byte, n), Datas: make([][]byte, n),
-		AtMaxes: make([]time.Time, n), LagsUs: make([]int64, n),
+// auditParams are a batch's rows: AuditInsert's columns, with the ids as UUIDs (text() fills AuditInsert's).
+type auditParams struct {
+	dbsqlc.AuditInsertParams
+	orgs, reqs []uuid.UUID // zero: NULL
+}
+
+// text returns AuditInsert's parameters, the ids as text (empty: NULL).
+func (a auditParams) text() dbsqlc.AuditInsertParams {
+	prm := a.AuditInsertParams
+	prm.OrgIds, prm.RequestIds = make([]string, len(a.orgs)), make([]string, len(a.reqs))
+	for i, o := range a.orgs {
+		if o != zeroUUID {
+			prm.OrgIds[i] = o.String()
+		}
+		if r := a.reqs[i]; r != zeroUUID {
+			prm.RequestIds[i] = r.String()
+		}
 	}
+	return prm
+}
+
+// auditRows turns a batch into the insert's columns, advancing the time index in c.
+func auditRows(recs []events.Record, c *auditClock) auditParams {
+	n := len(recs)
+	prm := auditParams{AuditInsertParams: dbsqlc.AuditInsertParams{
+		Seqs: make([]int64, n), Ats: make([]time.Time, n), Subjects: make([]string, n), Types: make([]string, n),
+		Versions: make([]int32, n), Actors: make([]string, n), Corrs: make([]string, n),
+		CidKeys: make([][]byte, n), Datas: make([][]byte, n),
+		AtMaxes: make([]time.Time, n), LagsUs: make([]int64, n),
+	}, orgs: make([]uuid.UUID, n), reqs: make([]uuid.UUID, n)}
+	keys := map[string][]byte{} // a pin's events repeat its CID: parse it once per batch
 	for i, r := range recs {
 		at := r.At.UTC().Truncate(time.Microsecond) // PostgreSQL's precision: the index is computed as stored
 		if !c.found || at.After(c.atMax) {
@@ -142,7 +247,7 @@ func auditRows(recs []events.Record, c *auditClock) dbsqlc.AuditInsertParams {
 			c.maxLag = lag
 			prm.LagsUs[i] = lag.Microseconds()
 		}
-		org, req := subjectIDs(r.Subject)
+		prm.orgs[i], prm.reqs[i] = subjectIDs(r.Subject)
 		prm.Seqs[i] = int64(r.Seq)
 		prm.Ats[i] = at
 		prm.Subjects[i] = r.Subject
@@ -150,13 +255,7 @@ func auditRows(recs []events.Record, c *auditClock) dbsqlc.AuditInsertParams {
 		prm.Versions[i] = int32(r.Version)
 		prm.Actors[i] = r.Actor
 		prm.Corrs[i] = r.Corr
-		if org != zeroUUID {
-			prm.OrgIds[i] = org.String()
-		}
-		if req != zeroUUID {
-			prm.RequestIds[i] = req.String()
-		}
-		prm.CidKeys[i] = cidKeyOf(r.Event)
+		prm.CidKeys[i] = cidKeyOf(r.Event, keys)
 		prm.Datas[i] = auditData(r)
 		prm.AtMaxes[i] = c.atMax
 	}
@@ -166,15 +265,28 @@ func auditRows(recs []events.Record, c *auditClock) dbsqlc.AuditInsertParams {
 // subjectIDs returns the org and pin request an event's subject names (zero when it names none, or not as a
 // UUID): orgs.<org>, pins.<org>.<request>, tokens.<org>.<token>, place.<node>.<org>.<request>.
 func subjectIDs(subject string) (org, request uuid.UUID) {
-	parts := strings.Split(subject, ".")
+	kind, rest, _ := strings.Cut(subject, ".")
 	var o, r string
-	switch {
-	case parts[0] == "orgs" && len(parts) == 2, parts[0] == "tokens" && len(parts) == 3:
-		o = parts[1]
-	case parts[0] == "pins" && len(parts) == 3:
-		o, r = parts[1], parts[2]
-	case parts[0] == "place" && len(parts) == 4:
-		o, r = parts[2], parts[3]
+	switch kind {
+	case "orgs":
+		if !strings.Contains(rest, ".") {
+			o = rest
+		}
+	case "tokens", "pins":
+		a, b, ok := strings.Cut(rest, ".")
+		if ok && !strings.Contains(b, ".") {
+			o = a
+			if kind == "pins" {
+				r = b
+			}
+		}
+	case "place":
+		if _, after, ok := strings.Cut(rest, "."); ok {
+			a, b, ok := strings.Cut(after, ".")
+			if ok && !strings.Contains(b, ".") {
+				o, r = a, b
+			}
+		}
 	}
 	if id, err := uuid.Parse(o); err == nil {
 		org = id
@@ -185,8 +297,9 @@ func subjectIDs(subject string) (org, request uuid.UUID) {
 	return org, request
 }
 
-// cidKeyOf returns the multihash of the event's CID, or nil when it has none (or one that does not parse).
-func cidKeyOf(e events.Event) []byte {
+// cidKeyOf returns the multihash of the event's CID, or nil when it has none (or one that does not parse),
+// remembering it in seen.
+func cidKeyOf(e events.Event, seen map[string][]byte) []byte {
 	var c string
 	switch e := e.(type) {
 	case events.PinRequested:
@@ -201,18 +314,23 @@ func cidKeyOf(e events.Event) []byte {
 	if c == "" {
 		return nil
 	}
-	pc, err := domain.ParseCID(c)
-	if err != nil {
-		return nil
+	if k, ok := seen[c]; ok {
+		return k
 	}
-	return pc.Key
+	var key []byte
+	if pc, err := domain.ParseCID(c); err == nil {
+		key = pc.Key
+	}
+	seen[c] = key
+	return key
 }
 
 // auditData is the payload as recorded, made storable as jsonb: jsonb refuses invalid UTF-8 and the \u0000
 // escape, which a JSON payload may hold. Those are replaced by U+FFFD; anything else is kept byte for byte.
 func auditData(r events.Record) []byte {
 	data := []byte(r.Data)
-	if len(data) == 0 || !json.Valid(data) {
+	// Data decoded from the log is valid JSON (the decoder checked it): only records built in memory need the check.
+	if len(data) == 0 || (r.Event == nil || data[0] != '{' || data[len(data)-1] != '}') && !json.Valid(data) {
 		// Records built in memory (tests, tools) may carry no envelope data: the typed payload is the data.
 		if b, err := json.Marshal(r.Event); err == nil && r.Event != nil {
 			data = b

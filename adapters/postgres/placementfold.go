@@ -24,6 +24,10 @@ type placementFold struct {
 	obsOrder []placementKey
 	touched  map[pinKey]bool
 	pinOrder []pinKey
+	// derived holds the pins inserted by this batch whose status was derived from the batch's own placements
+	// (derive), with the batch's first sequence: PinsRederive only re-derives them if they have an older one.
+	derived map[pinKey]uint64
+	byPin   map[pinKey][]placementKey // built by derive
 }
 
 type plChange struct {
@@ -88,6 +92,9 @@ func (f *placementFold) observed(k placementKey, status int16, info []byte, plac
 		return // an observation of a placement this batch replaced or removed, or a late one
 	}
 	if o, seen := f.observes[k]; seen {
+		if o.placedSeq > placedSeq {
+			return // a late report about an older placement: it must not displace the current one's
+		}
 		if o.placedSeq == placedSeq && final(o.status) && !final(status) {
 			return // a late pinning report after this batch's final one
 		}
@@ -166,10 +173,40 @@ func (f *placementFold) apply(ctx context.Context, db dbsqlc.DBTX) error {
 		for _, k := range f.pinOrder {
 			rd.OrgIds = append(rd.OrgIds, k.org)
 			rd.RequestIds = append(rd.RequestIds, k.id)
+			rd.PlacedBefore = append(rd.PlacedBefore, int64(f.derived[k]))
 		}
 		return queries.PinsRederive(ctx, db, rd)
 	}
 	return nil
+}
+
+// derive returns what PinsRederive would make of pin k from this batch's placements of it alone: its status,
+// info, placed node ("" for none) and replica count. ok is false when the pin has several live placements in
+// the batch (their order is the database's collation's, so PinsRederive decides). A pin that also has
+// placements from before the batch must still be re-derived: see derived.
+func (f *placementFold) derive(k pinKey) (status int16, info []byte, node string, replicas int16, ok bool) {
+	if !f.touched[k] {
+		return int16(projections.StatusQueued), nil, "", 0, true
+	}
+	if f.byPin == nil {
+		f.byPin = make(map[pinKey][]placementKey, len(f.pinOrder))
+		for _, pk := range f.order {
+			f.byPin[pk.pin] = append(f.byPin[pk.pin], pk)
+		}
+	}
+	var live *plChange
+	for _, pk := range f.byPin[k] {
+		if c := f.state[pk]; !c.del {
+			if live != nil {
+				return 0, nil, "", 0, false
+			}
+			live, node = c, pk.node
+		}
+	}
+	if live == nil {
+		return int16(projections.StatusQueued), nil, "", 0, true
+	}
+	return live.status, live.info, node, 1, true
 }
 
 // final reports whether a placement status is an outcome (pinned or failed) rather than progress.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/anchorage-pin/anchorage/events"
@@ -19,7 +20,7 @@ import (
 var ProjectionTables = map[string][]string{
 	ProjectionOrgs:   {"orgs"},
 	ProjectionTokens: {"tokens"},
-	ProjectionPins:   {"pins", "pin_counts", "pin_org_state", "nodes", "placements", "sched_state"},
+	ProjectionPins:   {"pins", "pin_counts", "pin_org_state", "nodes", "placements", "sched_state", "pin_meta", "pin_meta_counts"},
 }
 
 // seedRows are rows a migration inserts that a projection then only updates.
@@ -40,7 +41,7 @@ type RebuildOptions struct {
 	Only []string
 	// Progress is called as events are applied: done and total events so far.
 	Progress func(projection string, done, total uint64)
-	// Batch is the number of events per projection transaction (default 5000).
+	// Batch is the number of events per projection transaction (default 10000).
 	Batch  int
 	Logger *slog.Logger
 	// Projectors builds the projectors to run against a pool (default: Projectors).
@@ -100,11 +101,15 @@ type shadow struct {
 	applied  uint64
 	head     uint64
 	progress map[string]uint64
+	// seen is, per projection, the sequence up to which catchUp has read the log for it: its checkpoint only
+	// moves with its own events, and a projection with few (orgs, tokens) would otherwise have the log read again
+	// from its last one.
+	seen map[string]uint64
 }
 
 func newShadow(ctx context.Context, ownerDSN, apiRole, schema string, opts RebuildOptions) (*shadow, error) {
 	if opts.Batch <= 0 {
-		opts.Batch = 5000
+		opts.Batch = 10000
 	}
 	if opts.Projectors == nil {
 		opts.Projectors = Projectors
@@ -112,7 +117,7 @@ func newShadow(ctx context.Context, ownerDSN, apiRole, schema string, opts Rebui
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	sh := &shadow{schema: schema, apiRole: apiRole, opts: opts, log: opts.Logger, progress: map[string]uint64{}}
+	sh := &shadow{schema: schema, apiRole: apiRole, opts: opts, log: opts.Logger, progress: map[string]uint64{}, seen: map[string]uint64{}}
 	var err error
 	if sh.owner, err = OpenOwnerPool(ctx, ownerDSN, 4); err != nil {
 		return nil, err
@@ -197,12 +202,52 @@ func (sh *shadow) create(ctx context.Context) error {
 		}
 	}
 	// Primary keys now: the projectors' upserts need them.
-	return sh.copyIndexes(ctx, true)
+	if err := sh.copyIndexes(ctx, true); err != nil {
+		return err
+	}
+	// Triggers too: pins' keep pin_meta and pin_meta_counts (migration 000004) in step, writing to the schema
+	// of the table that fired them.
+	return sh.copyTriggers(ctx)
+}
+
+// copyTriggers recreates the live tables' (non-internal) triggers on the copies.
+func (sh *shadow) copyTriggers(ctx context.Context) error {
+	for _, t := range sh.tables() {
+		rows, err := sh.owner.Query(ctx, `SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger
+			WHERE tgrelid = ('public.' || quote_ident($1))::regclass AND NOT tgisinternal ORDER BY tgname`, t)
+		if err != nil {
+			return err
+		}
+		var defs [][2]string
+		for rows.Next() {
+			var name, def string
+			if err := rows.Scan(&name, &def); err != nil {
+				rows.Close()
+				return err
+			}
+			defs = append(defs, [2]string{name, def})
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, d := range defs {
+			def := strings.Replace(d[1], " ON public."+t+" ", " ON "+pgx.Identifier{sh.schema}.Sanitize()+"."+t+" ", 1)
+			if def == d[1] {
+				return fmt.Errorf("postgres: rebuild trigger %s: unexpected definition %q", d[0], d[1])
+			}
+			if _, err := sh.owner.Exec(ctx, def); err != nil {
+				return fmt.Errorf("postgres: rebuild trigger %s: %w", d[0], err)
+			}
+		}
+	}
+	return nil
 }
 
 // copyIndexes recreates the live tables' indexes on the copies, with the same names (index names are per
 // schema): the primary keys (pk) or every other index.
 func (sh *shadow) copyIndexes(ctx context.Context, pk bool) error {
+	var defs [][2]string // secondary indexes (name, definition), built at the end
 	for _, t := range append(sh.tables(), "projection_checkpoints") {
 		rows, err := sh.owner.Query(ctx, `SELECT i.indexname, i.indexdef, c.contype IS NOT NULL AND c.contype = 'p'
 			FROM pg_indexes i LEFT JOIN pg_constraint c ON c.conname = i.indexname AND c.conrelid = ('public.' || i.tablename)::regclass
@@ -232,6 +277,10 @@ func (sh *shadow) copyIndexes(ctx context.Context, pk bool) error {
 				continue
 			}
 			def := strings.Replace(x.def, " ON public."+t+" ", " ON "+pgx.Identifier{sh.schema}.Sanitize()+"."+t+" ", 1)
+			if !pk {
+				defs = append(defs, [2]string{x.name, def})
+				continue
+			}
 			if _, err := sh.owner.Exec(ctx, def); err != nil {
 				return fmt.Errorf("postgres: rebuild index %s: %w", x.name, err)
 			}
@@ -243,6 +292,57 @@ func (sh *shadow) copyIndexes(ctx context.Context, pk bool) error {
 				}
 			}
 		}
+	}
+	return sh.buildIndexes(ctx, defs)
+}
+
+// indexBuilders is how many secondary indexes of the copies are built at once, each on its own connection
+// with indexBuildMemory of maintenance_work_mem (an index sorted in memory is built several times faster).
+const (
+	indexBuilders    = 2
+	indexBuildMemory = "256MB"
+)
+
+// buildIndexes runs the CREATE INDEX statements defs, indexBuilders at a time.
+func (sh *shadow) buildIndexes(ctx context.Context, defs [][2]string) error {
+	if len(defs) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	next := make(chan [2]string)
+	var wg sync.WaitGroup
+	for range min(indexBuilders, len(defs)) {
+		wg.Go(func() {
+			conn, err := sh.owner.Acquire(ctx)
+			if err != nil {
+				cancel(err)
+				return
+			}
+			defer conn.Release()
+			if _, err := conn.Exec(ctx, "SET maintenance_work_mem = '"+indexBuildMemory+"'"); err != nil {
+				cancel(err)
+				return
+			}
+			defer conn.Exec(context.WithoutCancel(ctx), "RESET maintenance_work_mem") //nolint:errcheck
+			for d := range next {
+				if _, err := conn.Exec(ctx, d[1]); err != nil {
+					cancel(fmt.Errorf("postgres: rebuild index %s: %w", d[0], err))
+					return
+				}
+			}
+		})
+	}
+	for _, d := range defs {
+		select {
+		case next <- d:
+		case <-ctx.Done():
+		}
+	}
+	close(next)
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return err
 	}
 	return nil
 }
@@ -277,13 +377,27 @@ func (sh *shadow) build(ctx context.Context, src RebuildSource) (RebuildStats, e
 	return st, sh.catchUp(ctx, src, func(string) uint64 { return head })
 }
 
-// catchUp applies every projection's events from its shadow checkpoint up to until(projection).
+// catchUp applies every projection's events from its shadow checkpoint up to until(projection). The log is read
+// once, over the union of the projections' subjects, and decoded once; each projection applies its share on
+// its own connection, concurrently with the others and with the reading (a few batches are buffered per
+// projection).
 func (sh *shadow) catchUp(ctx context.Context, src RebuildSource, until func(string) uint64) error {
+	type lane struct {
+		p        projections.Projector
+		filters  []string
+		from, to uint64
+		pending  []events.Record
+		ch       chan []events.Record
+	}
+	var lanes []*lane
+	var filters []string
+	lo, hi := uint64(0), uint64(0)
 	for _, p := range sh.projs {
 		from, err := p.Checkpoint(ctx)
 		if err != nil {
 			return err
 		}
+		from = max(from, sh.seen[p.Name()])
 		to := until(p.Name())
 		if to > sh.head {
 			sh.head = to
@@ -291,24 +405,132 @@ func (sh *shadow) catchUp(ctx context.Context, src RebuildSource, until func(str
 		if from >= to {
 			continue
 		}
-		prev := from
-		err = src.ReadUntil(ctx, from+1, to, p.Filters(), sh.opts.Batch, func(recs []events.Record) error {
-			if err := p.Apply(ctx, prev, recs); err != nil {
-				return fmt.Errorf("rebuild %s at event %d: %w", p.Name(), recs[0].Seq, err)
+		lanes = append(lanes, &lane{p: p, filters: p.Filters(), from: from, to: to})
+		for _, f := range p.Filters() {
+			if !slices.Contains(filters, f) {
+				filters = append(filters, f)
 			}
-			prev = recs[len(recs)-1].Seq
-			sh.applied += uint64(len(recs))
-			sh.progress[p.Name()] += uint64(len(recs))
-			if sh.opts.Progress != nil {
-				sh.opts.Progress(p.Name(), prev, to)
+		}
+		if lo == 0 || from+1 < lo {
+			lo = from + 1
+		}
+		hi = max(hi, to)
+	}
+	if len(lanes) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for _, l := range lanes {
+		l.ch = make(chan []events.Record, 2)
+		wg.Go(func() {
+			prev := l.from
+			for recs := range l.ch {
+				if ctx.Err() != nil {
+					continue // drain
+				}
+				var err error
+				if b, ok := l.p.(bulkApplier); ok {
+					err = b.ApplyBulk(ctx, prev, recs)
+				} else {
+					err = l.p.Apply(ctx, prev, recs)
+				}
+				if err != nil {
+					cancel(fmt.Errorf("rebuild %s at event %d: %w", l.p.Name(), recs[0].Seq, err))
+					continue
+				}
+				prev = recs[len(recs)-1].Seq
+				mu.Lock()
+				sh.applied += uint64(len(recs))
+				sh.progress[l.p.Name()] += uint64(len(recs))
+				if sh.opts.Progress != nil {
+					sh.opts.Progress(l.p.Name(), prev, l.to)
+				}
+				mu.Unlock()
 			}
-			return nil
 		})
-		if err != nil {
-			return err
+	}
+	send := func(l *lane) bool {
+		if len(l.pending) == 0 {
+			return true
+		}
+		select {
+		case l.ch <- l.pending:
+			l.pending = nil
+			return true
+		case <-ctx.Done():
+			return false
 		}
 	}
+	err := src.ReadUntil(ctx, lo, hi, filters, sh.opts.Batch, func(recs []events.Record) error {
+		for _, l := range lanes {
+			for _, r := range recs {
+				if r.Seq > l.from && r.Seq <= l.to && matchesAny(l.filters, r.Subject) {
+					if l.pending == nil {
+						l.pending = make([]events.Record, 0, sh.opts.Batch)
+					}
+					l.pending = append(l.pending, r)
+					if len(l.pending) == sh.opts.Batch && !send(l) {
+						return context.Cause(ctx)
+					}
+				}
+			}
+		}
+		return nil
+	})
+	for _, l := range lanes {
+		if err == nil && !send(l) {
+			err = context.Cause(ctx)
+		}
+		close(l.ch)
+	}
+	wg.Wait()
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause // a projection failed: that is the error, not the reader's cancellation
+	}
+	if err != nil {
+		return err
+	}
+	for _, l := range lanes {
+		sh.seen[l.p.Name()] = l.to
+	}
 	return nil
+}
+
+// bulkApplier is a projector that can load a batch into a fresh shadow table faster than Apply does (COPY, say:
+// the shadow tables have neither row-level security nor secondary indexes while they are filled). The result
+// must be exactly Apply's.
+type bulkApplier interface {
+	ApplyBulk(ctx context.Context, prev uint64, recs []events.Record) error
+}
+
+// matchesAny reports whether subject matches any of the NATS subject filters ('*' one token, '>' the rest).
+func matchesAny(filters []string, subject string) bool {
+	for _, f := range filters {
+		if subjectMatches(f, subject) {
+			return true
+		}
+	}
+	return false
+}
+
+func subjectMatches(filter, subject string) bool {
+	for {
+		ft, frest, fmore := strings.Cut(filter, ".")
+		if ft == ">" && !fmore {
+			return subject != ""
+		}
+		st, srest, smore := strings.Cut(subject, ".")
+		if ft != "*" && ft != st {
+			return false
+		}
+		if !fmore || !smore {
+			return fmore == smore
+		}
+		filter, subject = frest, srest
+	}
 }
 
 // swap moves the copies in. It locks the live checkpoints of the rebuilt projections (the live projector
@@ -422,12 +644,41 @@ func (sh *shadow) copySecurity(ctx context.Context, tx pgx.Tx, t string) error {
 	return nil
 }
 
+// awaitLive waits, up to timeout, until every live projection has applied at least what the copies hold: a
+// live projection may trail the log a little (the audit projection gathers events for up to AuditCoalesce), and
+// the copies can only be brought forward to the live checkpoints, never back.
+func (sh *shadow) awaitLive(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		behind := false
+		for _, p := range sh.projs {
+			cp, err := p.Checkpoint(ctx)
+			if err != nil {
+				return err
+			}
+			live, err := checkpoint(ctx, sh.owner, p.Name())
+			if err != nil {
+				return err
+			}
+			behind = behind || live < cp
+		}
+		if !behind || time.Now().After(deadline) {
+			return nil // behind after all: Verify says so
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 // errNothingToRebuild is returned by Verify when asked about no projection.
 var errNothingToRebuild = errors.New("postgres: nothing to rebuild")
 
 // compareFilter restricts a comparison to rows whose presence is meaningful: count buckets that went back to
 // zero may or may not exist, depending on how events were batched.
-var compareFilter = map[string]string{"pin_counts": "WHERE n <> 0"}
+var compareFilter = map[string]string{"pin_counts": "WHERE n <> 0", "pin_meta_counts": "WHERE n <> 0"}
 
 // Difference is a table whose rebuilt rows differ from the live ones.
 type Difference struct {
@@ -457,6 +708,9 @@ func Verify(ctx context.Context, ownerDSN string, src RebuildSource, opts Rebuil
 		return VerifyReport{}, errNothingToRebuild
 	}
 	if _, err := sh.build(ctx, src); err != nil {
+		return VerifyReport{}, err
+	}
+	if err := sh.awaitLive(ctx, 30*time.Second); err != nil {
 		return VerifyReport{}, err
 	}
 	tx, err := sh.owner.Begin(ctx)

@@ -35,6 +35,11 @@ func (n *node) explain(path string, pins int64) error {
 	defer pool.Close()
 	r := postgres.NewReader(pool)
 	org := domain.OrgIDForSlug("dev")
+	if pins < 0 { // not counted by the caller
+		if pins, _, err = r.PinUsage(ctx, org); err != nil {
+			return err
+		}
+	}
 	cases, err := r.ExplainCases(ctx, org)
 	if err != nil {
 		return err

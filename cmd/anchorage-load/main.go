@@ -37,18 +37,19 @@ import (
 )
 
 type options struct {
-	bin       string
-	workers   int
-	duration  time.Duration
-	rate      int
-	seed      int
-	queryTime time.Duration
-	keep      bool
-	dataDir   string
-	explain   string
-	qworkers  string
-	placement int
-	recovery  bool
+	bin         string
+	workers     int
+	duration    time.Duration
+	rate        int
+	seed        int
+	queryTime   time.Duration
+	keep        bool
+	dataDir     string
+	explain     string
+	qworkers    string
+	placement   int
+	recovery    bool
+	explainOnly bool
 }
 
 func main() {
@@ -64,6 +65,7 @@ func main() {
 	flag.IntVar(&o.placement, "placement", 2000, "blocks for the placement benchmark (0: skip)")
 	flag.StringVar(&o.qworkers, "query-workers", "1,16", "comma-separated worker counts for the query phases (1 measures latency, more measures throughput)")
 	flag.StringVar(&o.explain, "explain", "", "write EXPLAIN ANALYZE of every API query to this file after seeding")
+	flag.BoolVar(&o.explainOnly, "explain-only", false, "only write -explain for the node already running on -data-dir (e.g. one seeded earlier with -keep), then exit")
 	flag.BoolVar(&o.recovery, "recovery", false, "finally measure recovery on the whole log: raw replay, replay projections, replay verify, restart to ready")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -81,6 +83,17 @@ type node struct {
 }
 
 func run(o options) error {
+	if o.explainOnly {
+		if o.dataDir == "" || o.explain == "" {
+			return errors.New("-explain-only needs -data-dir and -explain")
+		}
+		n := &node{dir: o.dataDir}
+		if err := n.explain(o.explain, -1); err != nil {
+			return err
+		}
+		fmt.Printf("wrote %s\n", o.explain)
+		return nil
+	}
 	dir := o.dataDir
 	if dir == "" {
 		d, err := os.MkdirTemp(tmpRoot(), "anchorage-load-")
@@ -145,6 +158,9 @@ func run(o options) error {
 		if err := n.seed(o.seed); err != nil {
 			return err
 		}
+	} else if err := n.settle(30 * time.Minute); err != nil {
+		// A reused data dir (-data-dir of an earlier -keep run) may still hold events the read models lack.
+		return err
 	}
 	total, err := n.count("status=any")
 	if err != nil {
@@ -205,6 +221,28 @@ func run(o options) error {
 		}
 	}
 	return nil
+}
+
+// settle waits until the pins projection has caught up with the log (a node restarted on a kept data dir
+// projects what it had not yet), so queries are timed on the whole data set and without a backlog competing.
+func (n *node) settle(limit time.Duration) error {
+	start := time.Now()
+	for {
+		lag, err := n.gauge(`anchorage_projection_lag_events{projection="pins"}`)
+		if err != nil {
+			return err
+		}
+		if lag < 100 {
+			if d := time.Since(start); d > time.Second {
+				fmt.Printf("projection caught up in %s\n", d.Round(time.Second))
+			}
+			return nil
+		}
+		if time.Since(start) > limit {
+			return fmt.Errorf("pins projection still %.0f events behind after %s", lag, limit)
+		}
+		time.Sleep(time.Second)
+	}
 }
 
 // tmpRoot keeps the node on the real disk: fsync costs are part of what is measured.

@@ -45,6 +45,7 @@ func (n *node) recoveryBench(bin string) (*node, error) {
 	}
 	fmt.Printf("  raw replay (read + decode, over the NATS client connection): %d events in %s, %.0f events/s\n",
 		count, raw.Round(time.Millisecond), float64(count)/raw.Seconds())
+	var rebuild time.Duration
 
 	// Full rebuild into shadow tables and swap, as an operator runs it while the node serves.
 	for _, sub := range []string{"projections", "verify"} {
@@ -55,6 +56,9 @@ func (n *node) recoveryBench(bin string) (*node, error) {
 			return n, fmt.Errorf("anchorage replay %s: %w\n%s", sub, err, out)
 		}
 		fmt.Printf("  replay %s: %s in %s (%.0f events/s, whole command)\n", sub, firstLine(out), took.Round(time.Millisecond), float64(head)/took.Seconds())
+		if sub == "projections" {
+			rebuild = took
+		}
 	}
 
 	// Restart to ready: stop, start again on the same data dir, until it answers the API.
@@ -86,6 +90,24 @@ func (n *node) recoveryBench(bin string) (*node, error) {
 	if rss, err := rssOf(m.cmd.Process.Pid); err == nil {
 		fmt.Printf("  server RSS after the restart: %.0f MB\n", float64(rss)/(1<<20))
 	}
+
+	fmt.Printf("\nrecovery targets (issue 4) over a log of %d events:\n", head)
+	check := func(name, got string, ok bool, target string) {
+		verdict := "met"
+		if !ok {
+			verdict = "MISSED"
+		}
+		fmt.Printf("  %-44s %14s   target %-16s %s\n", name, got, target, verdict)
+	}
+	rawRate := float64(count) / raw.Seconds()
+	check("full rebuild (anchorage replay projections)", rebuild.Round(10*time.Millisecond).String(), rebuild <= 20*time.Second, "<= 20s")
+	check("raw replay (read + decode)", fmt.Sprintf("%.0f ev/s", rawRate), rawRate >= 200000, ">= 200000 ev/s")
+	if incrementalRate > 0 {
+		check("incremental projectors (slowest, on a backlog)", fmt.Sprintf("%.0f ev/s", incrementalRate), incrementalRate >= 15000, ">= 15000 ev/s")
+	} else {
+		fmt.Printf("  %-44s %14s   (run with -seed to measure it)\n", "incremental projectors", "-")
+	}
+	check("restart to ready (GET /pins answers 200)", ready.Round(10*time.Millisecond).String(), ready <= 3*time.Second, "<= 3s")
 	return m, nil
 }
 

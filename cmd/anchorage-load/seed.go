@@ -100,22 +100,83 @@ func (n *node) seed(count int) error {
 		return err
 	}
 	fmt.Printf("seed: appended %d events (%d pins) in %s (%.0f events/s)\n", events_, count, appended.Round(time.Millisecond), float64(events_)/appended.Seconds())
+	// The live projections work off what is left: their rate on a backlog is the incremental projector's
+	// throughput (the appends above may have been the slower side meanwhile).
+	tail := map[string]*catchUp{}
+	for _, p := range []string{"pins", "audit"} {
+		tail[p] = &catchUp{}
+	}
 	for {
-		cp, err := n.gauge(`anchorage_projection_checkpoint{projection="pins"}`)
-		if err != nil {
-			return err
+		done := true
+		for p, c := range tail {
+			cp, err := n.gauge(fmt.Sprintf(`anchorage_projection_checkpoint{projection=%q}`, p))
+			if err != nil {
+				return err
+			}
+			c.observe(uint64(cp), last)
+			done = done && c.caughtUp()
 		}
-		if uint64(cp) >= last {
+		if done {
 			break
 		}
 		if time.Since(start) > 30*time.Minute {
-			return errors.New("seed: projection did not catch up in 30 minutes")
+			return errors.New("seed: projections did not catch up in 30 minutes")
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond)
 	}
 	took := time.Since(start)
 	fmt.Printf("seed: projected in %s after the first append (%.0f events/s end to end)\n", took.Round(time.Millisecond), float64(events_)/took.Seconds())
+	rate := math.Inf(1)
+	for _, p := range []string{"pins", "audit"} {
+		c := tail[p]
+		fmt.Printf("  incremental projector %-5s %s\n", p+":", c)
+		if r, ok := c.rate(); ok {
+			rate = min(rate, r)
+		}
+	}
+	if math.IsInf(rate, 1) {
+		// No backlog left when the appends ended: the projectors kept up with them.
+		rate = float64(events_) / took.Seconds()
+	}
+	incrementalRate = rate
 	return nil
+}
+
+// incrementalRate is the live projectors' rate measured by the last seed (events/s), for the recovery summary.
+var incrementalRate float64
+
+// catchUp follows a projection's checkpoint from the end of the appends until it reaches the head.
+type catchUp struct {
+	t0, t1   time.Time
+	cp0, cp1 uint64
+	head     uint64
+}
+
+func (c *catchUp) observe(cp, head uint64) {
+	now := time.Now()
+	if c.t0.IsZero() {
+		c.t0, c.cp0, c.head = now, cp, head
+	}
+	if c.t1.IsZero() && cp >= head {
+		c.t1, c.cp1 = now, cp
+	}
+}
+
+func (c *catchUp) caughtUp() bool { return !c.t1.IsZero() }
+
+// rate is the projection's rate over its backlog, when it had one worth measuring.
+func (c *catchUp) rate() (float64, bool) {
+	if c.cp1-c.cp0 < 20000 {
+		return 0, false
+	}
+	return float64(c.cp1-c.cp0) / c.t1.Sub(c.t0).Seconds(), true
+}
+
+func (c *catchUp) String() string {
+	if r, ok := c.rate(); ok {
+		return fmt.Sprintf("%d events behind when the appends ended, worked off in %s: %.0f events/s", c.head-c.cp0, c.t1.Sub(c.t0).Round(time.Millisecond), r)
+	}
+	return fmt.Sprintf("kept up with the appends (%d events behind when they ended)", c.head-c.cp0)
 }
 
 // openLog connects to the node's event log over its NATS listener, as the admin CLI does.

@@ -73,6 +73,21 @@ type PinCount struct {
 	N      int64
 }
 
+type PinMetaCount struct {
+	OrgID  uuid.UUID
+	Kv     uuid.UUID
+	Status int16
+	Bucket int64
+	N      int64
+}
+
+type PinMetum struct {
+	OrgID  uuid.UUID
+	Kv     uuid.UUID
+	Status int16
+	Pos    int64
+}
+
 type PinOrgState struct {
 	OrgID       uuid.UUID
 	LastPos     int64

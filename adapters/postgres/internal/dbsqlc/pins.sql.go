@@ -151,32 +151,59 @@ func (q *Queries) PinsCountByCID(ctx context.Context, db DBTX, arg PinsCountByCI
 }
 
 const PinsCountByMeta = `-- name: PinsCountByMeta :one
-SELECT count(*)::bigint AS n FROM pins_matching_meta($1::jsonb) AS f(request_id, pos, status)
-WHERE f.status = ANY($2::smallint[])
-  AND f.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $3::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
-  AND f.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= $4::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
-  AND ($5::text IS NULL OR f.request_id IN (SELECT g.request_id FROM pins_matching_name($5::text, $6::text, $7::boolean) AS g(request_id, pos, status)))
+WITH d AS MATERIALIZED (
+    SELECT pin_meta_kv(e.key, e.value) AS kv FROM jsonb_each($1::jsonb) AS e
+    ORDER BY CASE WHEN (SELECT count(*) FROM jsonb_object_keys($1::jsonb)) = 1 THEN 0
+                  ELSE (SELECT coalesce(sum(c.n), 0) FROM pin_meta_counts c WHERE c.kv = pin_meta_kv(e.key, e.value)) END
+    LIMIT 1
+), bounds AS MATERIALIZED (
+    SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $6::timestamptz ORDER BY a.created DESC LIMIT 1), 0) AS lo,
+           coalesce((SELECT b.pos FROM pins b WHERE b.created >= $7::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807) AS hi
+), k AS MATERIALIZED (
+    SELECT lo, hi, lo / 1024 AS lo_bucket, hi / 1024 AS hi_bucket, (SELECT d.kv FROM d) AS kv FROM bounds
+)
+SELECT (CASE WHEN (SELECT count(*) FROM jsonb_object_keys($1::jsonb)) = 1 AND $2::text IS NULL THEN
+    (SELECT count(*) FROM pin_meta m
+     WHERE m.kv = (SELECT kv FROM k) AND m.status = ANY($3::smallint[])
+       AND m.pos > (SELECT lo FROM k) AND m.pos < (SELECT least(hi, (lo_bucket + 1) * 1024) FROM k))
+  + (SELECT coalesce(sum(c.n), 0) FROM pin_meta_counts c
+     WHERE c.kv = (SELECT kv FROM k) AND c.status = ANY($3::smallint[])
+       AND c.bucket > (SELECT lo_bucket FROM k) AND c.bucket < (SELECT hi_bucket FROM k))
+  + (SELECT count(*) FROM pin_meta m
+     WHERE m.kv = (SELECT kv FROM k) AND m.status = ANY($3::smallint[])
+       AND m.pos >= (SELECT CASE WHEN lo_bucket < hi_bucket THEN hi_bucket * 1024 ELSE 9223372036854775807 END FROM k)
+       AND m.pos < (SELECT hi FROM k))
+ELSE
+    (SELECT count(*) FROM pin_meta m JOIN pins q ON q.status = m.status AND q.pos = m.pos
+     WHERE m.kv = (SELECT kv FROM k) AND m.status = ANY($3::smallint[])
+       AND m.pos > (SELECT lo FROM k) AND m.pos < (SELECT hi FROM k)
+       AND q.meta @> $1::jsonb
+       AND ($2::text IS NULL OR (q.name_lower LIKE $4::text AND ($5::boolean OR q.name LIKE $2::text))))
+END)::bigint AS n
 `
 
 type PinsCountByMetaParams struct {
 	Meta             []byte
-	Statuses         []int16
-	After            *time.Time
-	Before           *time.Time
 	NamePattern      *string
+	Statuses         []int16
 	NameLowerPattern *string
 	NameCi           bool
+	After            *time.Time
+	Before           *time.Time
 }
 
+// A one-pair filter (without a name pattern) counts like PinsCountPositions, from pin_meta_counts and the two
+// partial buckets in pin_meta: O(limit + pins/1024). Otherwise the pins holding the driving pair are checked
+// one by one: O(pins holding that pair).
 func (q *Queries) PinsCountByMeta(ctx context.Context, db DBTX, arg PinsCountByMetaParams) (int64, error) {
 	row := db.QueryRow(ctx, PinsCountByMeta,
 		arg.Meta,
-		arg.Statuses,
-		arg.After,
-		arg.Before,
 		arg.NamePattern,
+		arg.Statuses,
 		arg.NameLowerPattern,
 		arg.NameCi,
+		arg.After,
+		arg.Before,
 	)
 	var n int64
 	err := row.Scan(&n)
@@ -314,14 +341,16 @@ func (q *Queries) PinsDelete(ctx context.Context, db DBTX, arg PinsDeleteParams)
 
 const PinsInsert = `-- name: PinsInsert :exec
 WITH ins AS (
-    INSERT INTO pins (org_id, request_id, pos, created, status, cid, cid_key, name, name_lower, meta, origins, info, replaces, last_seq)
+    INSERT INTO pins (org_id, request_id, pos, created, status, cid, cid_key, name, name_lower, meta, origins, info, replaces, last_seq, placed_nodes, replicas)
     SELECT r.org_id, r.request_id, r.pos, r.created, r.status, r.cid, r.cid_key, nullif(r.name, ''), nullif(r.name_lower, ''),
-           nullif(r.meta, 'null'::jsonb), nullif(r.origins, 'null'::jsonb), nullif(r.info, 'null'::jsonb), nullif(r.replaces, '00000000-0000-0000-0000-000000000000'::uuid), r.last_seq
+           nullif(r.meta, 'null'::jsonb), nullif(r.origins, 'null'::jsonb), nullif(r.info, 'null'::jsonb), nullif(r.replaces, '00000000-0000-0000-0000-000000000000'::uuid), r.last_seq,
+           CASE WHEN r.placed_node <> '' THEN ARRAY[r.placed_node] END, r.replicas
     FROM (SELECT unnest($1::uuid[]) AS org_id, unnest($2::uuid[]) AS request_id, unnest($3::bigint[]) AS pos,
                  unnest($4::timestamptz[]) AS created, unnest($5::smallint[]) AS status, unnest($6::text[]) AS cid,
                  unnest($7::bytea[]) AS cid_key, unnest($8::text[]) AS name, unnest($9::text[]) AS name_lower,
                  unnest($10::jsonb[]) AS meta, unnest($11::jsonb[]) AS origins, unnest($12::jsonb[]) AS info,
-                 unnest($13::uuid[]) AS replaces, unnest($14::bigint[]) AS last_seq) r
+                 unnest($13::uuid[]) AS replaces, unnest($14::bigint[]) AS last_seq,
+                 unnest($15::text[]) AS placed_node, unnest($16::smallint[]) AS replicas) r
     RETURNING org_id, status, pos
 )
 INSERT INTO pin_counts (org_id, status, bucket, n)
@@ -330,24 +359,27 @@ ON CONFLICT (org_id, status, bucket) DO UPDATE SET n = pin_counts.n + excluded.n
 `
 
 type PinsInsertParams struct {
-	OrgIds     []uuid.UUID
-	RequestIds []uuid.UUID
-	Pos        []int64
-	Created    []time.Time
-	Statuses   []int16
-	Cids       []string
-	CidKeys    [][]byte
-	Names      []string
-	NameLowers []string
-	Metas      [][]byte
-	Origins    [][]byte
-	Infos      [][]byte
-	Replaces   []uuid.UUID
-	LastSeqs   []int64
+	OrgIds      []uuid.UUID
+	RequestIds  []uuid.UUID
+	Pos         []int64
+	Created     []time.Time
+	Statuses    []int16
+	Cids        []string
+	CidKeys     [][]byte
+	Names       []string
+	NameLowers  []string
+	Metas       [][]byte
+	Origins     [][]byte
+	Infos       [][]byte
+	Replaces    []uuid.UUID
+	LastSeqs    []int64
+	PlacedNodes []string
+	Replicas    []int16
 }
 
 // One statement for a whole batch, counts included (COPY is not allowed on tables under forced row-level
-// security). Empty names and JSON null stand for NULL.
+// security). Empty names and JSON null stand for NULL. A pin placed in the same batch comes with the status,
+// info and placement its placements give it (placed_node, empty for none; see PinsRederive).
 func (q *Queries) PinsInsert(ctx context.Context, db DBTX, arg PinsInsertParams) error {
 	_, err := db.Exec(ctx, PinsInsert,
 		arg.OrgIds,
@@ -364,6 +396,8 @@ func (q *Queries) PinsInsert(ctx context.Context, db DBTX, arg PinsInsertParams)
 		arg.Infos,
 		arg.Replaces,
 		arg.LastSeqs,
+		arg.PlacedNodes,
+		arg.Replicas,
 	)
 	return err
 }
@@ -536,26 +570,34 @@ func (q *Queries) PinsListByCID(ctx context.Context, db DBTX, arg PinsListByCIDP
 }
 
 const PinsListByMeta = `-- name: PinsListByMeta :many
-WITH m AS MATERIALIZED (
-    SELECT f.request_id, f.pos FROM pins_matching_meta($1::jsonb) AS f(request_id, pos, status)
-    WHERE f.status = ANY($2::smallint[])
-      AND f.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $3::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
-      AND f.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= $4::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
-      AND ($5::text IS NULL OR f.request_id IN (SELECT g.request_id FROM pins_matching_name($5::text, $6::text, $7::boolean) AS g(request_id, pos, status)))
-    ORDER BY f.pos DESC
-    LIMIT $8::int
+WITH d AS MATERIALIZED (
+    SELECT pin_meta_kv(e.key, e.value) AS kv FROM jsonb_each($4::jsonb) AS e
+    ORDER BY CASE WHEN (SELECT count(*) FROM jsonb_object_keys($4::jsonb)) = 1 THEN 0
+                  ELSE (SELECT coalesce(sum(c.n), 0) FROM pin_meta_counts c WHERE c.kv = pin_meta_kv(e.key, e.value)) END
+    LIMIT 1
 )
-SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info,
-       (SELECT coalesce(array_agg(a ORDER BY n.node_id), '{}')::text[] FROM nodes n CROSS JOIN LATERAL unnest(n.addrs) AS a WHERE n.node_id = ANY(q.placed_nodes)) AS delegates
-FROM m JOIN pins q ON q.request_id = m.request_id
-ORDER BY q.pos DESC
+SELECT p.request_id, p.created, p.status, p.cid, p.name, p.meta, p.origins, p.info,
+       (SELECT coalesce(array_agg(a ORDER BY n.node_id), '{}')::text[] FROM nodes n CROSS JOIN LATERAL unnest(n.addrs) AS a WHERE n.node_id = ANY(p.placed_nodes)) AS delegates
+FROM unnest($1::smallint[]) AS s(status)
+CROSS JOIN LATERAL (
+    SELECT q.org_id, q.request_id, q.pos, q.created, q.status, q.cid, q.cid_key, q.name, q.name_lower, q.meta, q.origins, q.info, q.last_seq, q.placed_nodes, q.replicas, q.replaces FROM pin_meta m JOIN pins q ON q.status = m.status AND q.pos = m.pos
+    WHERE m.kv = (SELECT d.kv FROM d) AND m.status = s.status
+      AND m.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $2::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
+      AND m.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= $3::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
+      AND q.meta @> $4::jsonb
+      AND ($5::text IS NULL OR (q.name_lower LIKE $6::text AND ($7::boolean OR q.name LIKE $5::text)))
+    ORDER BY m.pos DESC
+    LIMIT $8::int
+) p
+ORDER BY p.pos DESC
+LIMIT $8::int
 `
 
 type PinsListByMetaParams struct {
-	Meta             []byte
 	Statuses         []int16
 	After            *time.Time
 	Before           *time.Time
+	Meta             []byte
 	NamePattern      *string
 	NameLowerPattern *string
 	NameCi           bool
@@ -574,12 +616,15 @@ type PinsListByMetaRow struct {
 	Delegates []string
 }
 
+// Driven by pin_meta (migration 000004): one index range per status over the pins holding the filter's driving
+// pair (its only pair, or the one with the fewest pins), merged newest first like PinsList, each pin checked
+// against the whole filter: O(statuses x limit) rows read for a one-pair filter, whatever the org's size.
 func (q *Queries) PinsListByMeta(ctx context.Context, db DBTX, arg PinsListByMetaParams) ([]PinsListByMetaRow, error) {
 	rows, err := db.Query(ctx, PinsListByMeta,
-		arg.Meta,
 		arg.Statuses,
 		arg.After,
 		arg.Before,
+		arg.Meta,
 		arg.NamePattern,
 		arg.NameLowerPattern,
 		arg.NameCi,
