@@ -223,12 +223,19 @@ func startApp(ctx context.Context, o appOptions) (_ *app, err error) {
 
 	// The API. Reads wait for the projections to apply at least the log's head at start: what was acknowledged
 	// before a restart or crash is read-your-writes visible too, not only what this process writes.
+	// The floor is the last event the pins projection folds, not the stream's head: a projection's checkpoint
+	// only reaches events it reads (a trailing token event would never be "applied" by pins), and after an
+	// accepted log loss the stream's counters run past its last stored message.
 	horizons := projections.NewHorizons()
-	head, err := a.elog.LastSeq(ctx)
-	if err != nil {
-		return nil, err
+	var floor uint64
+	for _, f := range (&postgres.PinsProjector{}).Filters() {
+		seq, err := a.elog.LastSeqFor(ctx, f)
+		if err != nil {
+			return nil, err
+		}
+		floor = max(floor, seq)
 	}
-	horizons.SetFloor(head)
+	horizons.SetFloor(floor)
 	handler, err := httpapi.New(httpapi.Config{
 		Horizon:        horizons,
 		Auth:           tokenAuth{&tokens.Verifier{Keys: a.keys, Registry: a.tokens}},
