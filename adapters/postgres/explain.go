@@ -44,7 +44,7 @@ func (r *Reader) ExplainCases(ctx context.Context, org string) ([]ExplainCase, e
 	pinned := []int16{2}
 	all := []int16{0, 1, 2, 3}
 	lower := strings.ToLower(name)
-	partial := "%" + escapeLike(name[:max(1, len(name)-2)]) + "%"
+	partial := "%" + escapeLike(name[:max(min(1, len(name)), len(name)-2)]) + "%" // an org without names must not panic
 	lowerPartial := strings.ToLower(partial)
 	meta := []byte(`{"w":"3"}`)
 	var cases []ExplainCase
