@@ -79,6 +79,7 @@ type EventLog struct {
 	log    *slog.Logger
 	m      *Metrics
 	order  [64]sync.Mutex // AppendOrdered's per-key locks, striped
+	forked bool           // made by Fork: the group commit belongs to the original
 }
 
 var (
@@ -155,9 +156,25 @@ func openLogConn(ctx context.Context, nc *nats.Conn, cfg LogConfig) (*EventLog, 
 	return &EventLog{nc: nc, js: js, stream: stream, log: cfg.Logger, m: cfg.Metrics}, nil
 }
 
+// Fork returns the same log over another connection, sharing its group commit and metrics. The server
+// processes one connection's requests in order, so a long read (a worker's last-message-per-subject scan over a
+// million subjects takes seconds) on a fork does not hold up appends on the original. Closing the fork closes
+// only nc.
+func (l *EventLog) Fork(ctx context.Context, nc *nats.Conn) (*EventLog, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("natsjs: jetstream: %w", err)
+	}
+	stream, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		return nil, fmt.Errorf("natsjs: stream: %w", err)
+	}
+	return &EventLog{nc: nc, js: js, stream: stream, sync: l.sync, dir: l.dir, log: l.log, m: l.m, forked: true}, nil
+}
+
 // Close releases the log's connection.
 func (l *EventLog) Close() {
-	if l.sync != nil {
+	if l.sync != nil && !l.forked {
 		l.sync.close()
 	}
 	l.nc.Close()

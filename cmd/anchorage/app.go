@@ -70,7 +70,9 @@ type app struct {
 
 	presence *natsjs.Presence
 	workers  []*projections.Worker
-	nodeIDs  []string
+	// workersDone is done when every worker goroutine has returned (their forked log connections close then).
+	workersDone sync.WaitGroup
+	nodeIDs     []string
 
 	rebuilding atomic.Pointer[rebuildState] // non-nil while the read models are rebuilt at start
 

@@ -47,12 +47,26 @@ func (a *app) startNode(ctx context.Context, kc *kubo.Client, nodeID string) err
 	if _, err := a.svc.RegisterNode(ctx, domain.Meta{Actor: "system:node:" + nodeID}, nodeID, id.PeerID, id.Addrs, a.cfg.Kubo.Capacity); err != nil {
 		return fmt.Errorf("register node %s: %w", nodeID, err)
 	}
-	w := projections.NewWorker(a.elog, kc, projections.WorkerConfig{
+	// The worker reads and reports over its own connection: its start-up scan of the node's placements can take
+	// seconds on a large log, and would stall every other request on the shared one meanwhile.
+	nc, err := a.nats.Connect("anchorage-worker-" + nodeID)
+	if err != nil {
+		return err
+	}
+	wlog, err := a.elog.Fork(ctx, nc)
+	if err != nil {
+		nc.Close()
+		return err
+	}
+	a.wg.Go(func() { <-a.ctx.Done(); a.workersDone.Wait(); wlog.Close() })
+	w := projections.NewWorker(wlog, kc, projections.WorkerConfig{
 		NodeID: nodeID, Concurrency: a.cfg.Kubo.Concurrency, PinTimeout: a.cfg.Kubo.PinTimeout.D(),
 		Unavailable: kubo.IsUnavailable, Logger: a.log, Registerer: prometheus.WrapRegistererWith(prometheus.Labels{"node": nodeID}, a.reg),
 	})
 	a.workers = append(a.workers, w)
+	a.workersDone.Add(1)
 	a.wg.Go(func() {
+		defer a.workersDone.Done()
 		for a.ctx.Err() == nil {
 			if err := w.Run(a.ctx); err != nil && a.ctx.Err() == nil {
 				a.log.Error("node worker stopped; restarting", "node", nodeID, "err", err)
