@@ -476,6 +476,36 @@ func (l *EventLog) LastSeqFor(ctx context.Context, filter string) (uint64, error
 	return msg.Sequence, nil
 }
 
+// LastSeqForFew is LastSeqFor for a filter that matches few subjects (nodes.>, sched.>, tokens.>): it lists them
+// from the server's subject index and asks for each one's last message. A wildcard last-message lookup instead
+// walks the blocks backwards from the end, loading each one's subject state: seconds on a cold store of millions
+// of events when the filter's last message is old.
+func (l *EventLog) LastSeqForFew(ctx context.Context, filter string) (uint64, error) {
+	info, err := l.stream.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		return 0, err
+	}
+	var last uint64
+	for subj := range info.State.Subjects {
+		seq, err := l.LastSeqFor(ctx, subj)
+		if err != nil {
+			return 0, err
+		}
+		last = max(last, seq)
+	}
+	return last, nil
+}
+
+// CountSubjects returns how many distinct subjects matching filter hold messages. The server answers from its
+// subject index, without reading blocks.
+func (l *EventLog) CountSubjects(ctx context.Context, filter string) (int, error) {
+	info, err := l.stream.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		return 0, err
+	}
+	return len(info.State.Subjects), nil
+}
+
 // AppendBulk stores many single-event messages quickly, pipelining them (asynchronous publishes) instead of
 // waiting for each acknowledgement: for imports, seeding and the scheduler's independent decisions, not for
 // commands that depend on each other. Each message still carries its expected-sequence check, so messages must

@@ -231,7 +231,11 @@ func startApp(ctx context.Context, o appOptions) (_ *app, err error) {
 	horizons := projections.NewHorizons()
 	var floor uint64
 	for _, f := range (&postgres.PinsProjector{}).Filters() {
-		seq, err := a.elog.LastSeqFor(ctx, f)
+		last := a.elog.LastSeqFor // pins.> and place.> end near the log's end: found in its last block
+		if f != events.AllPins && f != events.AllPlace {
+			last = a.elog.LastSeqForFew // a few node and scheduler subjects, whose last events can be old
+		}
+		seq, err := last(ctx, f)
 		if err != nil {
 			return nil, err
 		}
@@ -313,12 +317,14 @@ func (a *app) followTokens() {
 	from := uint64(1)
 	var once sync.Once
 	markSynced := func() { once.Do(func() { close(a.synced) }) }
+	// With no token event at all the read below never calls back: the registry is trivially in sync. (Asking
+	// for the last token event's sequence instead costs seconds on a cold store of millions of events, when it
+	// sits near the start: the server loads every block's subject state on the main connection.)
+	if n, err := a.elog.CountSubjects(a.ctx, events.AllTokens); err == nil && n == 0 {
+		markSynced()
+	}
 	for a.ctx.Err() == nil {
-		head, err := a.elog.LastSeqFor(a.ctx, events.AllTokens)
-		if err == nil && a.tokens.Applied() >= head {
-			markSynced()
-		}
-		err = a.elog.Read(a.ctx, from, []string{events.AllTokens}, func(recs []events.Record, pending uint64) error {
+		err := a.elog.Read(a.ctx, from, []string{events.AllTokens}, func(recs []events.Record, pending uint64) error {
 			for _, r := range recs {
 				a.tokens.Apply(r)
 				from = r.Seq + 1
