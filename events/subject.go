@@ -65,3 +65,32 @@ func ValidToken(s string) error {
 	}
 	return nil
 }
+
+// MatchesAny reports whether subject matches any of the subject filters ('*' one token, '>' the rest), as
+// JetStream matches them.
+func MatchesAny(filters []string, subject string) bool {
+	for _, f := range filters {
+		if SubjectMatches(f, subject) {
+			return true
+		}
+	}
+	return false
+}
+
+// SubjectMatches reports whether subject matches the subject filter ('*' one token, '>' the rest).
+func SubjectMatches(filter, subject string) bool {
+	for {
+		ft, frest, fmore := strings.Cut(filter, ".")
+		if ft == ">" && !fmore {
+			return subject != ""
+		}
+		st, srest, smore := strings.Cut(subject, ".")
+		if ft != "*" && ft != st {
+			return false
+		}
+		if !fmore || !smore {
+			return fmore == smore
+		}
+		filter, subject = frest, srest
+	}
+}

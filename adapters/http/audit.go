@@ -410,20 +410,5 @@ func (s *server) pinsAsOf(w http.ResponseWriter, r *http.Request) {
 // auditCaughtUp waits, bounded by ReadYourWritesTimeout, until the audit projection shows the org's last write
 // made through this node; it answers 503 and reports false when it does not.
 func (s *server) auditCaughtUp(w http.ResponseWriter, r *http.Request, p Principal) bool {
-	seq := s.cfg.Horizon.Get(p.OrgID)
-	if seq == 0 {
-		return true
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ReadYourWritesTimeout)
-	defer cancel()
-	if s.cfg.Watermark.Wait(ctx, AuditProjection, seq) == nil {
-		return true
-	}
-	if err := r.Context().Err(); err != nil {
-		s.writeError(w, r, err)
-		return false
-	}
-	s.writeError(w, r, domain.Errorf(domain.ErrUnavailable,
-		"the audit trail has not caught up with this org's latest write yet (event %d); retry shortly", seq))
-	return false
+	return s.caughtUp(w, r, p, AuditProjection, "the audit trail has")
 }

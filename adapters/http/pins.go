@@ -148,7 +148,7 @@ func (s *server) respondRequested(w http.ResponseWriter, r *http.Request, p Prin
 	s.cfg.Horizon.Record(p.OrgID, app.Seq)
 	if app.Replayed {
 		// A retry of an earlier request (Idempotency-Key): answer with that pin as it is now, if it still exists.
-		if s.awaitProjection(r, "replay", app.Seq) {
+		if s.awaitProjection(r, s.cfg.PinsProjection, "replay", app.Seq) {
 			if v, err := s.cfg.Reader.GetPin(r.Context(), p.OrgID, ev.RequestID); err == nil {
 				if ps, err := (&delegates{s: s}).fromView(r, v); err == nil {
 					writeJSON(w, http.StatusAccepted, ps)
@@ -169,8 +169,13 @@ func (s *server) respondRequested(w http.ResponseWriter, r *http.Request, p Prin
 // write made through this node, so a read never misses it. When the projection is stalled it answers 503 and
 // reports false.
 func (s *server) readYourWrites(w http.ResponseWriter, r *http.Request, p Principal) bool {
+	return s.caughtUp(w, r, p, s.cfg.PinsProjection, "the read models have")
+}
+
+// caughtUp is readYourWrites for any projection; what names it in the 503 ("the audit trail has").
+func (s *server) caughtUp(w http.ResponseWriter, r *http.Request, p Principal, projection, what string) bool {
 	seq := s.cfg.Horizon.Get(p.OrgID)
-	if seq == 0 || s.awaitProjection(r, "read", seq) {
+	if seq == 0 || s.awaitProjection(r, projection, "read", seq) {
 		return true
 	}
 	if err := r.Context().Err(); err != nil {
@@ -178,19 +183,19 @@ func (s *server) readYourWrites(w http.ResponseWriter, r *http.Request, p Princi
 		return false
 	}
 	s.writeError(w, r, domain.Errorf(domain.ErrUnavailable,
-		"the read models have not caught up with this org's latest write yet (event %d); retry shortly", seq))
+		"%s not caught up with this org's latest write yet (event %d); retry shortly", what, seq))
 	return false
 }
 
-// awaitProjection waits, bounded by ReadYourWritesTimeout, until the pins projection has applied seq. It
-// reports whether it did; a timeout is logged and counted.
-func (s *server) awaitProjection(r *http.Request, op string, seq uint64) bool {
+// awaitProjection waits, bounded by ReadYourWritesTimeout, until projection has applied seq. It reports
+// whether it did; a timeout is logged and counted.
+func (s *server) awaitProjection(r *http.Request, projection, op string, seq uint64) bool {
 	if seq == 0 {
 		return true
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ReadYourWritesTimeout)
 	defer cancel()
-	err := s.cfg.Watermark.Wait(ctx, s.cfg.PinsProjection, seq)
+	err := s.cfg.Watermark.Wait(ctx, projection, seq)
 	if err == nil {
 		return true
 	}
@@ -200,7 +205,7 @@ func (s *server) awaitProjection(r *http.Request, op string, seq uint64) bool {
 	s.metrics.rywTimeouts.WithLabelValues(op).Inc()
 	s.log.LogAttrs(r.Context(), slog.LevelWarn, "read-your-writes wait timed out; the projection is behind",
 		slog.String("request_id", requestID(r.Context())), slog.String("operation", op),
-		slog.String("projection", s.cfg.PinsProjection), slog.Uint64("seq", seq),
+		slog.String("projection", projection), slog.Uint64("seq", seq),
 		slog.Duration("timeout", s.cfg.ReadYourWritesTimeout), slog.String("error", err.Error()))
 	return false
 }

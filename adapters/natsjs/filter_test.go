@@ -3,6 +3,8 @@ package natsjs
 import (
 	"slices"
 	"testing"
+
+	"github.com/anchorage-pin/anchorage/events"
 )
 
 func TestSubjectMatches(t *testing.T) {
@@ -28,7 +30,7 @@ func TestSubjectMatches(t *testing.T) {
 		{"*", "a", true},
 		{"*", "a.b", false},
 	} {
-		if got := subjectMatches(tc.filter, tc.subject); got != tc.want {
+		if got := events.SubjectMatches(tc.filter, tc.subject); got != tc.want {
 			t.Errorf("subjectMatches(%q, %q) = %v, want %v", tc.filter, tc.subject, got, tc.want)
 		}
 	}

@@ -80,7 +80,7 @@ func (l *EventLog) ReadBatches(ctx context.Context, from uint64, filters []strin
 				}
 				return
 			}
-			if local != nil && !matchesAny(local, m.Subject()) {
+			if local != nil && !events.MatchesAny(local, m.Subject()) {
 				continue
 			}
 			var d decodedMsg
@@ -212,7 +212,7 @@ func (l *EventLog) ReadUntil(ctx context.Context, from, until uint64, filters []
 				var derr error
 				for _, m := range j.msgs {
 					subject := m.msg.Subject()
-					if local != nil && !matchesAny(local, subject) {
+					if local != nil && !events.MatchesAny(local, subject) {
 						continue
 					}
 					env, ev, err := events.Unmarshal(m.msg.Data())
@@ -328,31 +328,4 @@ func consumerFilters(filters []string) (server, local []string) {
 		}
 	}
 	return nil, filters
-}
-
-// matchesAny reports whether subject matches any of the subject filters ('*' one token, '>' the rest).
-func matchesAny(filters []string, subject string) bool {
-	for _, f := range filters {
-		if subjectMatches(f, subject) {
-			return true
-		}
-	}
-	return false
-}
-
-func subjectMatches(filter, subject string) bool {
-	for {
-		ft, frest, fmore := strings.Cut(filter, ".")
-		if ft == ">" && !fmore {
-			return subject != ""
-		}
-		st, srest, smore := strings.Cut(subject, ".")
-		if ft != "*" && ft != st {
-			return false
-		}
-		if !fmore || !smore {
-			return fmore == smore
-		}
-		filter, subject = frest, srest
-	}
 }

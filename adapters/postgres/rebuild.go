@@ -497,7 +497,7 @@ func (sh *shadow) catchUp(ctx context.Context, src RebuildSource, until func(str
 	err := src.ReadUntil(ctx, lo, hi, filters, sh.opts.Batch, func(recs []events.Record) error {
 		for _, l := range lanes {
 			for _, r := range recs {
-				if r.Seq > l.from && r.Seq <= l.to && matchesAny(l.filters, r.Subject) {
+				if r.Seq > l.from && r.Seq <= l.to && events.MatchesAny(l.filters, r.Subject) {
 					if l.pending == nil {
 						l.pending = make([]events.Record, 0, sh.opts.Batch)
 					}
@@ -534,33 +534,6 @@ func (sh *shadow) catchUp(ctx context.Context, src RebuildSource, until func(str
 // must be exactly Apply's.
 type bulkApplier interface {
 	ApplyBulk(ctx context.Context, prev uint64, recs []events.Record) error
-}
-
-// matchesAny reports whether subject matches any of the NATS subject filters ('*' one token, '>' the rest).
-func matchesAny(filters []string, subject string) bool {
-	for _, f := range filters {
-		if subjectMatches(f, subject) {
-			return true
-		}
-	}
-	return false
-}
-
-func subjectMatches(filter, subject string) bool {
-	for {
-		ft, frest, fmore := strings.Cut(filter, ".")
-		if ft == ">" && !fmore {
-			return subject != ""
-		}
-		st, srest, smore := strings.Cut(subject, ".")
-		if ft != "*" && ft != st {
-			return false
-		}
-		if !fmore || !smore {
-			return fmore == smore
-		}
-		filter, subject = frest, srest
-	}
 }
 
 // swap moves the copies in. It locks the live checkpoints of the rebuilt projections (the live projector
