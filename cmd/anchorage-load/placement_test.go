@@ -1,0 +1,25 @@
+package main
+
+import (
+	"testing"
+	"time"
+)
+
+func TestPollDelay(t *testing.T) {
+	for _, c := range []struct {
+		done, total int64
+		elapsed     time.Duration
+		want        time.Duration
+	}{
+		{0, 2000, time.Second, 100 * time.Millisecond},                // no rate yet
+		{100, 2000, time.Second, 100 * time.Millisecond},              // 19 s to go
+		{1800, 2000, 3600 * time.Millisecond, 100 * time.Millisecond}, // 400 ms to go
+		{1960, 2000, 3920 * time.Millisecond, 20 * time.Millisecond},  // 80 ms to go
+		{1999, 2000, 3998 * time.Millisecond, 10 * time.Millisecond},  // 2 ms to go: as often as before
+		{2000, 2000, 4 * time.Second, 10 * time.Millisecond},
+	} {
+		if got := pollDelay(c.done, c.total, c.elapsed); got != c.want {
+			t.Errorf("pollDelay(%d, %d, %s) = %s, want %s", c.done, c.total, c.elapsed, got, c.want)
+		}
+	}
+}

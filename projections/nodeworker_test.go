@@ -1,0 +1,216 @@
+package projections_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/anchorage-pin/anchorage/domain"
+	"github.com/anchorage-pin/anchorage/events"
+	"github.com/anchorage-pin/anchorage/projections"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// workerSource is an in-memory event log for one worker: it delivers the given placements once, in order, and
+// records what the worker reads and appends.
+type workerSource struct {
+	placements []events.Record
+	terms      []events.Record
+	lastSeq    uint64
+
+	mu        sync.Mutex
+	termLoads int
+	appends   [][]domain.Message
+	acked     int
+	nextSeq   uint64
+}
+
+type workerDelivery struct {
+	src *workerSource
+	rec events.Record
+}
+
+func (d *workerDelivery) Event() events.Record { return d.rec }
+func (d *workerDelivery) Attempt() uint64      { return 1 }
+func (d *workerDelivery) Nak(time.Duration) error {
+	return nil
+}
+func (d *workerDelivery) Ack() error {
+	d.src.mu.Lock()
+	defer d.src.mu.Unlock()
+	d.src.acked++
+	return nil
+}
+
+func (s *workerSource) ConsumeDurable(ctx context.Context, _ string, _ []string, _ int, _ time.Duration, fn func(projections.Delivery), _ func(error)) error {
+	for _, r := range s.placements {
+		fn(&workerDelivery{s, r})
+	}
+	<-ctx.Done()
+	return nil
+}
+
+func (s *workerSource) LastPerSubject(context.Context, string, func(events.Record) error) (uint64, error) {
+	return 0, nil
+}
+
+func (s *workerSource) Load(_ context.Context, subject string) ([]events.Record, uint64, error) {
+	if subject != events.SchedTerm {
+		return nil, 0, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.termLoads++
+	return s.terms, 0, nil
+}
+
+func (s *workerSource) LastSeq(context.Context) (uint64, error) { return s.lastSeq, nil }
+
+func (s *workerSource) Append(ctx context.Context, msgs ...domain.Message) ([]uint64, error) {
+	return s.AppendBulk(ctx, msgs)
+}
+
+func (s *workerSource) AppendBulk(_ context.Context, msgs []domain.Message) ([]uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.appends = append(s.appends, msgs)
+	seqs := make([]uint64, len(msgs))
+	for i := range seqs {
+		s.nextSeq++
+		seqs[i] = 1000 + s.nextSeq
+	}
+	return seqs, nil
+}
+
+// observed returns the appended status reports, in order.
+func (s *workerSource) observed(t *testing.T) []events.PinStatusObserved {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []events.PinStatusObserved
+	for _, batch := range s.appends {
+		for _, m := range batch {
+			e, err := events.Decode(m.Envelope.Type, m.Envelope.Version, m.Envelope.Data)
+			require.NoError(t, err)
+			out = append(out, e.(events.PinStatusObserved))
+		}
+	}
+	return out
+}
+
+// recordingPinner pins instantly, or one at a time taking each (like Kubo's pinner lock), and records names.
+type recordingPinner struct {
+	each  time.Duration
+	lock  sync.Mutex
+	mu    sync.Mutex
+	cids  []string
+	names []string
+}
+
+func (p *recordingPinner) Pin(_ context.Context, cid, name string) (uint64, error) {
+	if p.each > 0 {
+		p.lock.Lock()
+		time.Sleep(p.each)
+		p.lock.Unlock()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cids = append(p.cids, cid)
+	p.names = append(p.names, name)
+	return 1024, nil
+}
+
+func (p *recordingPinner) Unpin(context.Context, string) error   { return nil }
+func (p *recordingPinner) Connect(context.Context, []string) int { return 0 }
+func (p *recordingPinner) pinned() (cids, names []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.cids...), append([]string(nil), p.names...)
+}
+
+const workerTestCID = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+
+func termStart(seq, term uint64) events.Record {
+	return events.Record{Seq: seq, Subject: events.SchedTerm, Event: events.SchedTermStarted{Term: term, SchedulerID: "s"}}
+}
+
+func placement(seq, term uint64, req string) events.Record {
+	return events.Record{Seq: seq, Subject: events.PlaceSubject("n1", "org", req),
+		Event: events.PinPlaced{OrgID: "org", RequestID: req, NodeID: "n1", CID: workerTestCID, Term: term}}
+}
+
+// runWorkerUntil runs w until src has acknowledged n deliveries, then stops it.
+func runWorkerUntil(t *testing.T, w *projections.Worker, src *workerSource, n int) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	require.Eventually(t, func() bool {
+		src.mu.Lock()
+		defer src.mu.Unlock()
+		return src.acked >= n
+	}, 10*time.Second, time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+}
+
+func TestWorkerPinsWithoutAName(t *testing.T) {
+	t.Parallel()
+	src := &workerSource{terms: []events.Record{termStart(1, 1)}, lastSeq: 12,
+		placements: []events.Record{placement(10, 1, "a"), placement(11, 1, "b"), placement(12, 1, "c")}}
+	p := &recordingPinner{}
+	runWorkerUntil(t, projections.NewWorker(src, p, projections.WorkerConfig{NodeID: "n1", Concurrency: 2}), src, 3)
+	cids, names := p.pinned()
+	assert.Len(t, cids, 3)
+	assert.Equal(t, []string{"", "", ""}, names, "Kubo pins are not named (a named pin costs Kubo one more synced write)")
+	for _, o := range src.observed(t) {
+		assert.Equal(t, "pinned", o.Status)
+	}
+}
+
+// A burst of placements already in the log when the first one arrives needs one read of the terms, not one each.
+func TestWorkerReadsTheTermsOncePerBurst(t *testing.T) {
+	t.Parallel()
+	src := &workerSource{terms: []events.Record{termStart(1, 1)}, lastSeq: 60}
+	for seq := uint64(11); seq <= 60; seq++ {
+		src.placements = append(src.placements, placement(seq, 1, "r"+string(rune('A'+seq-11))))
+	}
+	p := &recordingPinner{}
+	runWorkerUntil(t, projections.NewWorker(src, p, projections.WorkerConfig{NodeID: "n1", Concurrency: 8}), src, 50)
+	cids, _ := p.pinned()
+	assert.Len(t, cids, 50)
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	assert.Equal(t, 2, src.termLoads, "one read at start, one for the whole burst")
+}
+
+// The fence still ignores a deposed scheduler's decisions when the terms are read once for a burst.
+func TestWorkerFenceIgnoresADeposedTerm(t *testing.T) {
+	t.Parallel()
+	src := &workerSource{terms: []events.Record{termStart(1, 1), termStart(20, 2)}, lastSeq: 100,
+		placements: []events.Record{placement(10, 1, "before"), placement(30, 1, "deposed"), placement(31, 2, "current")}}
+	p := &recordingPinner{}
+	runWorkerUntil(t, projections.NewWorker(src, p, projections.WorkerConfig{NodeID: "n1", Concurrency: 2}), src, 3)
+	var reqs []string
+	for _, o := range src.observed(t) {
+		reqs = append(reqs, o.RequestID)
+	}
+	assert.ElementsMatch(t, []string{"before", "current"}, reqs)
+}
+
+// Pins finishing one after another (Kubo serialises them) are reported in a few appends, not one each: every
+// append waits for an fsync of the event log, which competes with Kubo's own.
+func TestWorkerBatchesReports(t *testing.T) {
+	t.Parallel()
+	src := &workerSource{terms: []events.Record{termStart(1, 1)}, lastSeq: 40}
+	for seq := uint64(21); seq <= 40; seq++ {
+		src.placements = append(src.placements, placement(seq, 1, "r"+string(rune('A'+seq-21))))
+	}
+	p := &recordingPinner{each: 3 * time.Millisecond}
+	runWorkerUntil(t, projections.NewWorker(src, p, projections.WorkerConfig{NodeID: "n1", Concurrency: 4, ReportDelay: time.Second}), src, 20)
+	assert.Len(t, src.observed(t), 20)
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	assert.LessOrEqual(t, len(src.appends), 2, "20 reports within a second of the first go in one or two appends")
+}
