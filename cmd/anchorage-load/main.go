@@ -250,6 +250,9 @@ func tmpRoot() string { return os.TempDir() }
 
 func start(bin, dir string) (*node, error) {
 	cmd := exec.Command(bin, "dev", "--data-dir", dir, "--listen", "127.0.0.1:0")
+	if err := os.MkdirAll(dir, 0o755); err != nil { // the managed PostgreSQL runs as another user: it must reach the dir
+		return nil, err
+	}
 	logf, err := os.Create(filepath.Join(dir, "server.log"))
 	if err != nil {
 		return nil, err
