@@ -13,6 +13,7 @@ import (
 	"github.com/anchorage-pin/anchorage/events"
 	"github.com/anchorage-pin/anchorage/projections"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -186,7 +187,8 @@ func (sh *shadow) tables() []string {
 }
 
 // create makes the schema with empty copies of the tables (columns, defaults, checks and primary keys only:
-// secondary indexes are built after loading) and of the checkpoint table.
+// secondary indexes, and the primary keys of the tables in pkAfterLoad, are built after loading) and of the
+// checkpoint table.
 func (sh *shadow) create(ctx context.Context) error {
 	s := pgx.Identifier{sh.schema}.Sanitize()
 	stmts := []string{"DROP SCHEMA IF EXISTS " + s + " CASCADE", "CREATE SCHEMA " + s}
@@ -202,32 +204,84 @@ func (sh *shadow) create(ctx context.Context) error {
 		}
 	}
 	// Primary keys now: the projectors' upserts need them.
-	if err := sh.copyIndexes(ctx, true); err != nil {
+	defs, err := sh.indexDefs(ctx)
+	if err != nil {
 		return err
 	}
-	// Triggers come after the bulk replay (build): see fillPinMeta.
+	for _, x := range defs {
+		if x.early() {
+			if err := x.create(ctx, sh.owner, sh.schema); err != nil {
+				return err
+			}
+		}
+	}
+	// Triggers come after the bulk replay (finish): see pinMetaTasks.
 	return nil
 }
 
-// fillPinMeta computes pin_meta and pin_meta_counts of the copies from their pins in one statement, as the
-// triggers of migration 000004 would have row by row; the copies get those triggers right after, before
-// anything else writes to them. Filling in bulk instead of per projector batch roughly halves the pins replay.
-func (sh *shadow) fillPinMeta(ctx context.Context) error {
-	if !slices.Contains(sh.tables(), "pin_meta") {
-		return nil
+// pkAfterLoad are the tables whose copies are filled without their primary key, which is built afterwards with
+// the secondary indexes (an index built over loaded rows costs a fraction of maintaining it row by row):
+// audit_events, loaded by COPY (its projector only inserts, and a fresh table holds none of the rows), and
+// pin_meta, computed from the replayed pins in bulk.
+var pkAfterLoad = map[string]bool{"audit_events": true, "pin_meta": true}
+
+// indexDef is one index of a live table, as recreated on its copy.
+type indexDef struct {
+	table, name, def string // def: the CREATE INDEX statement for the copy
+	constraint       string // "PRIMARY KEY" or "UNIQUE" when the index backs that constraint, else ""
+}
+
+// early says whether the copy gets the index before it is loaded: the primary keys and unique constraints the
+// projectors' upserts rely on, except on the tables of pkAfterLoad.
+func (x indexDef) early() bool { return x.constraint != "" && !pkAfterLoad[x.table] }
+
+// indexDefs lists the live tables' indexes, with definitions that create them on the copies under the same
+// names (index names are per schema).
+func (sh *shadow) indexDefs(ctx context.Context) ([]indexDef, error) {
+	var out []indexDef
+	for _, t := range append(sh.tables(), "projection_checkpoints") {
+		rows, err := sh.owner.Query(ctx, `SELECT i.indexname, i.indexdef,
+				CASE c.contype WHEN 'p' THEN 'PRIMARY KEY' WHEN 'u' THEN 'UNIQUE' ELSE '' END
+			FROM pg_indexes i LEFT JOIN pg_constraint c ON c.conname = i.indexname AND c.conrelid = ('public.' || i.tablename)::regclass
+			WHERE i.schemaname = 'public' AND i.tablename = $1 ORDER BY i.indexname`, t)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			x := indexDef{table: t}
+			if err := rows.Scan(&x.name, &x.def, &x.constraint); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			def := strings.Replace(x.def, " ON public."+t+" ", " ON "+pgx.Identifier{sh.schema}.Sanitize()+"."+t+" ", 1)
+			if def == x.def {
+				rows.Close()
+				return nil, fmt.Errorf("postgres: rebuild index %s: unexpected definition %q", x.name, x.def)
+			}
+			x.def = def
+			out = append(out, x)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
 	}
-	s := pgx.Identifier{sh.schema}.Sanitize()
-	_, err := sh.owner.Exec(ctx, fmt.Sprintf(`WITH ins AS (
-    INSERT INTO %[1]s.pin_meta (org_id, kv, status, pos)
-    SELECT n.org_id, public.pin_meta_kv(e.key, e.value), n.status, n.pos
-    FROM %[1]s.pins n CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(n.meta) = 'object' THEN n.meta END) e
-    RETURNING org_id, kv, status, pos
-)
-INSERT INTO %[1]s.pin_meta_counts AS c (org_id, kv, status, bucket, n)
-SELECT org_id, kv, status, pos / 1024, count(*) FROM ins GROUP BY 1, 2, 3, 4
-ON CONFLICT (org_id, kv, status, bucket) DO UPDATE SET n = c.n + excluded.n`, s))
-	if err != nil {
-		return fmt.Errorf("postgres: rebuild pin_meta: %w", err)
+	return out, nil
+}
+
+// create builds the index on the copy (and makes it back its constraint, as on the live table).
+func (x indexDef) create(ctx context.Context, db interface {
+	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+}, schema string) error {
+	if _, err := db.Exec(ctx, x.def); err != nil {
+		return fmt.Errorf("postgres: rebuild index %s: %w", x.name, err)
+	}
+	if x.constraint != "" {
+		q := fmt.Sprintf("ALTER TABLE %s.%s ADD CONSTRAINT %s %s USING INDEX %s",
+			pgx.Identifier{schema}.Sanitize(), x.table, pgx.Identifier{x.name}.Sanitize(), x.constraint, pgx.Identifier{x.name}.Sanitize())
+		if _, err := db.Exec(ctx, q); err != nil {
+			return fmt.Errorf("postgres: rebuild constraint %s: %w", x.name, err)
+		}
 	}
 	return nil
 }
@@ -266,111 +320,177 @@ func (sh *shadow) copyTriggers(ctx context.Context) error {
 	return nil
 }
 
-// copyIndexes recreates the live tables' indexes on the copies, with the same names (index names are per
-// schema): the primary keys (pk) or every other index.
-func (sh *shadow) copyIndexes(ctx context.Context, pk bool) error {
-	var defs [][2]string // secondary indexes (name, definition), built at the end
-	for _, t := range append(sh.tables(), "projection_checkpoints") {
-		rows, err := sh.owner.Query(ctx, `SELECT i.indexname, i.indexdef, c.contype IS NOT NULL AND c.contype = 'p'
-			FROM pg_indexes i LEFT JOIN pg_constraint c ON c.conname = i.indexname AND c.conrelid = ('public.' || i.tablename)::regclass
-			WHERE i.schemaname = 'public' AND i.tablename = $1 ORDER BY i.indexname`, t)
-		if err != nil {
-			return err
-		}
-		type idx struct {
-			name, def string
-			pk        bool
-		}
-		var list []idx
-		for rows.Next() {
-			var x idx
-			if err := rows.Scan(&x.name, &x.def, &x.pk); err != nil {
-				rows.Close()
-				return err
-			}
-			list = append(list, x)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		for _, x := range list {
-			if x.pk != pk {
-				continue
-			}
-			def := strings.Replace(x.def, " ON public."+t+" ", " ON "+pgx.Identifier{sh.schema}.Sanitize()+"."+t+" ", 1)
-			if !pk {
-				defs = append(defs, [2]string{x.name, def})
-				continue
-			}
-			if _, err := sh.owner.Exec(ctx, def); err != nil {
-				return fmt.Errorf("postgres: rebuild index %s: %w", x.name, err)
-			}
-			if x.pk {
-				q := fmt.Sprintf("ALTER TABLE %s.%s ADD CONSTRAINT %s PRIMARY KEY USING INDEX %s",
-					pgx.Identifier{sh.schema}.Sanitize(), t, pgx.Identifier{x.name}.Sanitize(), pgx.Identifier{x.name}.Sanitize())
-				if _, err := sh.owner.Exec(ctx, q); err != nil {
-					return fmt.Errorf("postgres: rebuild primary key %s: %w", x.name, err)
-				}
-			}
-		}
-	}
-	return sh.buildIndexes(ctx, defs)
-}
-
-// indexBuilders is how many secondary indexes of the copies are built at once, each on its own connection
-// with indexBuildMemory of maintenance_work_mem (an index sorted in memory is built several times faster).
+// Finishing a replayed copy is PostgreSQL work only (indexes, pin_meta, statistics), run as a graph of tasks
+// on finishWorkers connections, each with indexBuildMemory of maintenance_work_mem (an index sorted in memory
+// is built several times faster). Independent tasks overlap: the audit table's indexes are built while pin_meta
+// is computed from pins, so both cores stay busy.
 const (
-	indexBuilders    = 2
+	finishWorkers    = 2
 	indexBuildMemory = "256MB"
+	pinMetaChunks    = 2 // pin_meta is computed in this many statements over disjoint pins, concurrently
 )
 
-// buildIndexes runs the CREATE INDEX statements defs, indexBuilders at a time.
-func (sh *shadow) buildIndexes(ctx context.Context, defs [][2]string) error {
-	if len(defs) == 0 {
-		return nil
+// finishTask is one statement (or a short sequence) of the finishing graph.
+type finishTask struct {
+	name  string
+	run   func(ctx context.Context, conn *pgxpool.Conn) error
+	deps  []*finishTask
+	state int // 0 waiting, 1 running, 2 done
+}
+
+// finish builds what the replay left out: pin_meta and pin_meta_counts from the replayed pins, the deferred
+// primary keys and every secondary index, then statistics; finally the live tables' triggers join the copies
+// (they keep pin_meta in step with pins from here on, through the catch-ups).
+func (sh *shadow) finish(ctx context.Context) error {
+	defs, err := sh.indexDefs(ctx)
+	if err != nil {
+		return err
 	}
+	s := pgx.Identifier{sh.schema}.Sanitize()
+	exec := func(q string) func(context.Context, *pgxpool.Conn) error {
+		return func(ctx context.Context, c *pgxpool.Conn) error {
+			_, err := c.Exec(ctx, q)
+			return err
+		}
+	}
+	var tasks []*finishTask
+	loads := map[string][]*finishTask{}   // what fills a table: its indexes wait for it
+	byTable := map[string][]*finishTask{} // everything done to a table: its statistics wait for it
+	if slices.Contains(sh.tables(), "pin_meta") {
+		// As the triggers of migration 000004 would have done row by row, in one pass per chunk.
+		var fills []*finishTask
+		for i := range pinMetaChunks {
+			fills = append(fills, &finishTask{name: fmt.Sprintf("pin_meta %d/%d", i+1, pinMetaChunks), run: exec(fmt.Sprintf(`
+INSERT INTO %[1]s.pin_meta (org_id, kv, status, pos)
+SELECT n.org_id, public.pin_meta_kv(e.key, e.value), n.status, n.pos
+FROM %[1]s.pins n CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(n.meta) = 'object' THEN n.meta END) e
+WHERE n.meta IS NOT NULL AND n.pos %% %[2]d = %[3]d`, s, pinMetaChunks, i))})
+		}
+		counts := &finishTask{name: "pin_meta_counts", deps: fills, run: exec(fmt.Sprintf(`
+INSERT INTO %[1]s.pin_meta_counts (org_id, kv, status, bucket, n)
+SELECT org_id, kv, status, pos / 1024, count(*) FROM %[1]s.pin_meta GROUP BY 1, 2, 3, 4`, s))}
+		tasks = append(tasks, fills...)
+		tasks = append(tasks, counts)
+		loads["pin_meta"], loads["pin_meta_counts"] = fills, []*finishTask{counts}
+		byTable["pin_meta"] = append(byTable["pin_meta"], fills...)
+		byTable["pin_meta_counts"] = append(byTable["pin_meta_counts"], counts)
+	}
+	// Indexes of the largest tables first: the graph's length is set by them.
+	sizes := map[string]int64{}
+	for _, t := range sh.tables() {
+		var n int64
+		if err := sh.owner.QueryRow(ctx, "SELECT pg_relation_size($1::regclass)", sh.schema+"."+t).Scan(&n); err != nil {
+			return err
+		}
+		sizes[t] = n
+	}
+	slices.SortStableFunc(defs, func(a, b indexDef) int {
+		return -cmpInt64(sizes[a.table], sizes[b.table])
+	})
+	for _, x := range defs {
+		if x.early() {
+			continue // built by create
+		}
+		t := &finishTask{name: "index " + x.name, deps: loads[x.table], run: func(ctx context.Context, c *pgxpool.Conn) error {
+			return x.create(ctx, c, sh.schema)
+		}}
+		tasks = append(tasks, t)
+		byTable[x.table] = append(byTable[x.table], t)
+	}
+	for _, t := range sh.tables() {
+		tasks = append(tasks, &finishTask{name: "analyze " + t, deps: byTable[t], run: exec("ANALYZE " + pgx.Identifier{sh.schema, t}.Sanitize())})
+	}
+	if err := sh.runTasks(ctx, tasks, finishWorkers); err != nil {
+		return err
+	}
+	return sh.copyTriggers(ctx)
+}
+
+func cmpInt64(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// runTasks runs tasks on workers connections, each task once all its deps are done, preferring earlier tasks.
+// The first failure cancels the rest and is returned.
+func (sh *shadow) runTasks(ctx context.Context, tasks []*finishTask, workers int) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	next := make(chan [2]string)
+	var mu sync.Mutex
+	cond := sync.NewCond(&mu)
+	// take returns the first waiting task whose deps are done (marked running), or nil when none is left or the
+	// run failed; it waits while tasks are waiting on running ones. mu is held.
+	take := func() *finishTask {
+		for ctx.Err() == nil {
+			waiting := false
+			for _, t := range tasks {
+				if t.state != 0 {
+					continue
+				}
+				waiting = true
+				if !slices.ContainsFunc(t.deps, func(d *finishTask) bool { return d.state != 2 }) {
+					t.state = 1
+					return t
+				}
+			}
+			if !waiting {
+				return nil
+			}
+			cond.Wait()
+		}
+		return nil
+	}
+	fail := func(err error) {
+		mu.Lock()
+		cancel(err)
+		cond.Broadcast()
+		mu.Unlock()
+	}
 	var wg sync.WaitGroup
-	for range min(indexBuilders, len(defs)) {
+	for range min(workers, len(tasks)) {
 		wg.Go(func() {
 			conn, err := sh.owner.Acquire(ctx)
 			if err != nil {
-				cancel(err)
+				fail(err)
 				return
 			}
 			defer conn.Release()
 			if _, err := conn.Exec(ctx, "SET maintenance_work_mem = '"+indexBuildMemory+"'"); err != nil {
-				cancel(err)
+				fail(err)
 				return
 			}
 			defer conn.Exec(context.WithoutCancel(ctx), "RESET maintenance_work_mem") //nolint:errcheck
-			for d := range next {
-				if _, err := conn.Exec(ctx, d[1]); err != nil {
-					cancel(fmt.Errorf("postgres: rebuild index %s: %w", d[0], err))
+			for {
+				mu.Lock()
+				t := take()
+				mu.Unlock()
+				if t == nil {
 					return
 				}
+				t0 := time.Now()
+				if err := t.run(ctx, conn); err != nil {
+					fail(fmt.Errorf("postgres: rebuild %s: %w", t.name, err))
+					return
+				}
+				sh.log.Debug("rebuild task done", "task", t.name, "took", time.Since(t0))
+				mu.Lock()
+				t.state = 2
+				cond.Broadcast()
+				mu.Unlock()
 			}
 		})
 	}
-	for _, d := range defs {
-		select {
-		case next <- d:
-		case <-ctx.Done():
-		}
-	}
-	close(next)
 	wg.Wait()
-	if err := context.Cause(ctx); err != nil {
-		return err
-	}
-	return nil
+	return context.Cause(ctx)
 }
 
-// build replays the log into the copies up to its head, then builds the secondary indexes and catches up with
-// what was appended meanwhile.
+// build replays the log into the copies up to its head, then finishes them (indexes, pin_meta, statistics) and
+// catches up with what was appended meanwhile.
 func (sh *shadow) build(ctx context.Context, src RebuildSource) (RebuildStats, error) {
 	var st RebuildStats
 	t0 := time.Now()
@@ -381,23 +501,10 @@ func (sh *shadow) build(ctx context.Context, src RebuildSource) (RebuildStats, e
 	if err := sh.catchUp(ctx, src, func(string) uint64 { return head }); err != nil {
 		return st, err
 	}
-	// The pins triggers (they keep pin_meta in step, writing to the schema of the table that fired them) join
-	// the copies only now: pin_meta is filled in bulk from the replayed pins first.
-	if err := sh.fillPinMeta(ctx); err != nil {
-		return st, err
-	}
-	if err := sh.copyTriggers(ctx); err != nil {
-		return st, err
-	}
 	st.Replay = time.Since(t0)
 	t1 := time.Now()
-	if err := sh.copyIndexes(ctx, false); err != nil {
+	if err := sh.finish(ctx); err != nil {
 		return st, err
-	}
-	for _, t := range sh.tables() {
-		if _, err := sh.owner.Exec(ctx, "ANALYZE "+pgx.Identifier{sh.schema, t}.Sanitize()); err != nil {
-			return st, err
-		}
 	}
 	st.Indexes = time.Since(t1)
 	head, err = src.LastSeq(ctx)

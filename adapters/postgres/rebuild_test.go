@@ -137,6 +137,7 @@ func TestVerifyAndRebuild(t *testing.T) {
 	// A rebuild repairs it, while events keep arriving and the live projector keeps running.
 	var pinsBefore int
 	require.NoError(t, lf.owner.QueryRow(ctx, "SELECT count(*) FROM pins").Scan(&pinsBefore))
+	schemaBefore := schemaShape(t, lf)
 	stop := make(chan struct{})
 	appended := make(chan int)
 	go func() {
@@ -175,6 +176,8 @@ func TestVerifyAndRebuild(t *testing.T) {
 	rep, err = postgres.Verify(ctx, lf.db.OwnerDSN, lf.log, postgres.RebuildOptions{})
 	require.NoError(t, err)
 	require.Empty(t, rep.Differences, "after rebuild")
+	// Every index, primary key, constraint and trigger came back as it was (some are built after the load).
+	require.Equal(t, schemaBefore, schemaShape(t, lf))
 
 	// Row-level security survived the swap: nothing without an org, one org's rows with it.
 	api, err := postgres.OpenAPIPool(ctx, lf.db.APIDSN, 2)
@@ -216,4 +219,23 @@ func TestRebuildOnly(t *testing.T) {
 	rep, err := postgres.Verify(ctx, lf.db.OwnerDSN, lf.log, postgres.RebuildOptions{})
 	require.NoError(t, err)
 	require.Empty(t, rep.Differences)
+}
+
+// schemaShape lists the public schema's indexes, constraints and triggers, by table, as definitions.
+func schemaShape(t *testing.T, lf *logFixture) []string {
+	t.Helper()
+	rows, err := lf.owner.Query(context.Background(), `
+SELECT 'index ' || tablename || ' ' || indexdef FROM pg_indexes WHERE schemaname = 'public'
+UNION ALL
+SELECT 'constraint ' || conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid)
+FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+UNION ALL
+SELECT 'trigger ' || tgrelid::regclass::text || ' ' || pg_get_triggerdef(oid)
+FROM pg_trigger WHERE NOT tgisinternal AND tgrelid::regclass::text NOT LIKE '%.%'
+ORDER BY 1`)
+	require.NoError(t, err)
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.NotEmpty(t, out)
+	return out
 }
