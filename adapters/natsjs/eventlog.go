@@ -1,6 +1,7 @@
 package natsjs
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -389,12 +391,101 @@ func (l *EventLog) publishBatch(ctx context.Context, msgs []domain.Message) ([]u
 	return seqs, nil
 }
 
-// Load returns every event on subject, in order, and the subject's last sequence. It uses batched direct gets
-// (ADR-31), which read the per-subject index instead of scanning.
+// Load returns every event on subject, in order, and the subject's last sequence. It uses direct gets (ADR-31)
+// that the server answers from its per-subject index (first and last message of a subject) or by sequence, so
+// the cost follows the subject's events, not the stretch of log between them (see loadLiteral).
 func (l *EventLog) Load(ctx context.Context, subject string) ([]events.Record, uint64, error) {
-	var recs []events.Record
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+	}
+	if strings.ContainsAny(subject, "*>") {
+		return l.loadForward(ctx, subject, 1, nil)
+	}
+	return l.loadLiteral(ctx, subject)
+}
+
+// denseSpan is how far apart (in stream sequences) a subject's first and last events may be for Load to read
+// forward between them: about one message block, so the walk touches one or two blocks. (A variable for tests.)
+var denseSpan uint64 = 16 << 10
+
+// loadLiteral loads a literal subject without making the server walk the log between its events. A forward
+// read by subject (next_by_subj) checks every message block between two events of the subject, loading each
+// one and building its per-subject state, because the server's subject index only knows a subject's first and
+// last block: loading a node's registrations (one at its first start, one at each restart, so at both ends of
+// a log of millions of events) took seconds and left ~200 MB of per-block state on the heap for minutes.
+//
+// Instead it reads the first event (and, in the same answer, how many the subject holds) and the last one,
+// both from the index, then follows the chain of expected-last-sequence headers back from the last event: an
+// event appended with an expected last subject sequence was stored only if that sequence was exactly the
+// subject's previous event, so each header names its predecessor and the chain from the last event down to the
+// first one is the whole history. Events stored without the header (appended with NoExpect, against another
+// subject, or copied by a mirror) break the chain; Load then reads forward, as it did before. So does a subject
+// whose events lie within about a block, where reading forward is cheaper than one request per event.
+func (l *EventLog) loadLiteral(ctx context.Context, subject string) ([]events.Record, uint64, error) {
+	first, err := l.directGet(ctx, map[string]any{"seq": 1, "next_by_subj": subject, "batch": 1})
+	if err != nil || first == nil {
+		return nil, 0, err
+	}
+	if !first.hasPending {
+		return l.loadForward(ctx, subject, first.rec.Seq+1, []events.Record{first.rec})
+	}
+	if first.pending == 0 {
+		return []events.Record{first.rec}, first.rec.Seq, nil
+	}
+	last, err := l.directGet(ctx, map[string]any{"last_by_subj": subject})
+	if err != nil {
+		return nil, 0, err
+	}
+	if last == nil || last.rec.Seq <= first.rec.Seq {
+		return nil, 0, fmt.Errorf("load %s: the last event (%v) is not after the first (%d)", subject, last, first.rec.Seq)
+	}
+	if last.rec.Seq-first.rec.Seq > denseSpan {
+		if recs, ok, err := l.loadChain(ctx, subject, first, last); err != nil || ok {
+			return recs, last.rec.Seq, err
+		}
+	}
+	return l.loadForward(ctx, subject, first.rec.Seq+1, []events.Record{first.rec})
+}
+
+// loadChain follows the expected-last-sequence headers from last back to first. ok is false when the chain
+// breaks (an event without the header), and the caller reads forward instead.
+func (l *EventLog) loadChain(ctx context.Context, subject string, first, last *directMsg) ([]events.Record, bool, error) {
+	chain := []events.Record{last.rec}
+	cur := last
+	for {
+		prev, ok := cur.prev()
+		if !ok || prev < first.rec.Seq {
+			return nil, false, nil
+		}
+		if prev == first.rec.Seq {
+			break
+		}
+		m, err := l.directGet(ctx, map[string]any{"seq": prev})
+		if err != nil {
+			return nil, false, err
+		}
+		if m == nil || m.rec.Subject != subject || m.rec.Seq != prev {
+			return nil, false, nil
+		}
+		chain = append(chain, m.rec)
+		cur = m
+	}
+	recs := make([]events.Record, 0, len(chain)+1)
+	recs = append(recs, first.rec)
+	for i := len(chain) - 1; i >= 0; i-- {
+		recs = append(recs, chain[i])
+	}
+	return recs, true, nil
+}
+
+// loadForward reads the events on subject with Seq >= from in batches of next_by_subj direct gets, after recs.
+func (l *EventLog) loadForward(ctx context.Context, subject string, from uint64, recs []events.Record) ([]events.Record, uint64, error) {
 	var last uint64
-	from := uint64(1)
+	if len(recs) > 0 {
+		last = recs[len(recs)-1].Seq
+	}
 	for {
 		batch, more, err := l.directBatch(ctx, subject, from, 256)
 		if err != nil {
@@ -455,6 +546,63 @@ func (l *EventLog) directBatch(ctx context.Context, subject string, from uint64,
 	}
 }
 
+// directMsg is one message answered by a direct get.
+type directMsg struct {
+	rec        events.Record
+	pending    uint64 // matching messages after this one (batch requests only)
+	hasPending bool
+	header     nats.Header
+}
+
+// prev is the sequence the message's append expected as its subject's last: its predecessor on the subject
+// (0: none). ok is false when the message carries no such header, or one checked against another subject.
+func (m *directMsg) prev() (uint64, bool) {
+	if m.header.Get(jetstream.ExpectedLastSubjSeqSubjHeader) != "" {
+		return 0, false
+	}
+	v := m.header.Get(jetstream.ExpectedLastSubjSeqHeader)
+	if v == "" {
+		return 0, false
+	}
+	seq, err := strconv.ParseUint(v, 10, 64)
+	return seq, err == nil
+}
+
+func (m *directMsg) String() string { return strconv.FormatUint(m.rec.Seq, 10) }
+
+// directGet asks for one message (nil when there is none). For a batch of one, the reply is the message (or
+// the 404); the end-of-batch status that follows it is dropped.
+func (l *EventLog) directGet(ctx context.Context, req map[string]any) (*directMsg, error) {
+	body, _ := json.Marshal(req)
+	msg, err := l.nc.RequestWithContext(ctx, "$JS.API.DIRECT.GET."+events.StreamName, body)
+	if err != nil {
+		return nil, fmt.Errorf("direct get %s: %w", body, err)
+	}
+	switch status := msg.Header.Get("Status"); status {
+	case "":
+	case "404":
+		return nil, nil
+	default:
+		return nil, fmt.Errorf("direct get %s: status %s %s", body, status, msg.Header.Get("Description"))
+	}
+	return decodeDirect(msg)
+}
+
+func decodeDirect(msg *nats.Msg) (*directMsg, error) {
+	subject := msg.Header.Get(jetstream.SubjectHeader)
+	seq, err := strconv.ParseUint(msg.Header.Get(jetstream.SequenceHeader), 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("load %s: bad sequence header: %w", subject, err)
+	}
+	env, ev, err := events.Unmarshal(msg.Data)
+	if err != nil {
+		return nil, fmt.Errorf("load %s seq %d: %w", subject, seq, err)
+	}
+	pending, perr := strconv.ParseUint(msg.Header.Get("Nats-Num-Pending"), 10, 64)
+	return &directMsg{rec: events.Record{Seq: seq, Subject: subject, Envelope: env, Event: ev}, pending: pending, hasPending: perr == nil,
+		header: msg.Header}, nil
+}
+
 // LastSeq is the stream's last sequence.
 func (l *EventLog) LastSeq(ctx context.Context) (uint64, error) {
 	info, err := l.stream.Info(ctx)
@@ -494,6 +642,98 @@ func (l *EventLog) LastSeqForFew(ctx context.Context, filter string) (uint64, er
 		last = max(last, seq)
 	}
 	return last, nil
+}
+
+// Subjects returns the subjects matching filter that hold messages, with their message counts. The server
+// answers from its subject index, without reading blocks.
+func (l *EventLog) Subjects(ctx context.Context, filter string) (map[string]uint64, error) {
+	info, err := l.stream.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		return nil, err
+	}
+	return info.State.Subjects, nil
+}
+
+// fewSubjects bounds the subject spaces LastSeqMatching answers subject by subject.
+const fewSubjects = 1024
+
+// LastSeqMatching is the sequence of the last event matching filter, 0 if none: LastSeqForFew when the filter
+// matches few subjects, LastSeqFor otherwise.
+func (l *EventLog) LastSeqMatching(ctx context.Context, filter string) (uint64, error) {
+	if !strings.ContainsAny(filter, "*>") {
+		return l.LastSeqFor(ctx, filter)
+	}
+	n, err := l.CountSubjects(ctx, filter)
+	if err != nil {
+		return 0, err
+	}
+	if n <= fewSubjects {
+		return l.LastSeqForFew(ctx, filter)
+	}
+	return l.LastSeqFor(ctx, filter)
+}
+
+// ReadStart is where a read of filters from from can begin without missing a matching event: past the
+// stream's head when no event in [from, head] matches, else from. A consumer with one subject filter starting
+// behind the head makes the server look for a match in every message block up to the head, loading each block
+// and building its per-subject state (seconds, and ~200 MB of heap for minutes, on a log of millions of events)
+// even when nothing there matches: the case of a projection of a rarely written subject space (orgs, tokens)
+// whose checkpoint is its last event, long before the head. Several filters are read unfiltered and matched by
+// the client (see consumerFilters), so ReadStart leaves them alone.
+func (l *EventLog) ReadStart(ctx context.Context, from uint64, filters []string) (uint64, error) {
+	if len(filters) != 1 {
+		return from, nil
+	}
+	head, err := l.LastSeq(ctx)
+	if err != nil || head < from {
+		return from, err
+	}
+	// Read the head first: an event appended meanwhile is either after it or counted by the lookup below.
+	last, err := l.LastSeqMatching(ctx, filters[0])
+	if err != nil || last >= from {
+		return from, err
+	}
+	return head + 1, nil
+}
+
+// SkippingReader is the log as a projection source whose reads start at ReadStart.
+type SkippingReader struct{ *EventLog }
+
+// Read is EventLog.Read from ReadStart(from) (from itself if that lookup fails).
+func (r SkippingReader) Read(ctx context.Context, from uint64, filters []string, fn func(recs []events.Record, pending uint64) error) error {
+	if start, err := r.ReadStart(ctx, from, filters); err == nil {
+		from = start
+	} else if ctx.Err() == nil {
+		r.log.Warn("could not look up where to start reading; reading from the checkpoint", "filters", filters, "from", from, "err", err)
+	}
+	return r.EventLog.Read(ctx, from, filters, fn)
+}
+
+// LoadAll returns every event of the subjects matching filter with Seq <= head, in stream order, loading subject
+// by subject (Load) instead of reading the stream: a read of a rarely written subject space from the start
+// makes the server load every message block (see ReadStart). ok is false, and nothing is loaded, when the filter
+// matches more than maxSubjects subjects. It returns the stream's head: what it loaded is complete up to there.
+func (l *EventLog) LoadAll(ctx context.Context, filter string, maxSubjects int) (recs []events.Record, head uint64, ok bool, err error) {
+	if head, err = l.LastSeq(ctx); err != nil {
+		return nil, 0, false, err
+	}
+	subjects, err := l.Subjects(ctx, filter)
+	if err != nil || len(subjects) > maxSubjects {
+		return nil, 0, false, err
+	}
+	for subj := range subjects {
+		rs, _, err := l.Load(ctx, subj)
+		if err != nil {
+			return nil, 0, false, err
+		}
+		for _, r := range rs {
+			if r.Seq <= head {
+				recs = append(recs, r)
+			}
+		}
+	}
+	slices.SortFunc(recs, func(a, b events.Record) int { return cmp.Compare(a.Seq, b.Seq) })
+	return recs, head, true, nil
 }
 
 // CountSubjects returns how many distinct subjects matching filter hold messages. The server answers from its

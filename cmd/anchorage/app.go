@@ -158,7 +158,9 @@ func startApp(ctx context.Context, o appOptions) (_ *app, err error) {
 		return nil, err
 	}
 	a.reader = postgres.NewReader(a.api)
-	a.runner = projections.NewRunner(a.elog, postgres.Projectors(a.owner), projections.RunnerConfig{Logger: a.log, Registerer: a.reg})
+	// The projections read from their checkpoints; one of a rarely written subject space (orgs, tokens) starts
+	// past the head when nothing since its checkpoint matches (natsjs.ReadStart).
+	a.runner = projections.NewRunner(natsjs.SkippingReader{EventLog: a.elog}, postgres.Projectors(a.owner), projections.RunnerConfig{Logger: a.log, Registerer: a.reg})
 	// Read models empty behind a non-empty log (a lost or new database): rebuild them in the background with the
 	// fast path before following the log; meanwhile reads answer 503 and writes keep working.
 	// A damaged log (events missing) stops the start here unless the loss is accepted, which also rebuilds.
@@ -266,6 +268,13 @@ func startApp(ctx context.Context, o appOptions) (_ *app, err error) {
 		return nil, fmt.Errorf("server.listen %s: %w", o.Cfg.Server.Listen, err)
 	}
 	a.addr = ln.Addr().String()
+	// The memory limit applies once started: while the stream recovers, the heap holds its subject index (about
+	// 200 MB at 1M pins) and as much garbage at once, and a limit below their sum made the collector run dozens
+	// of times back to back (38 collections instead of 4 and a second more to start, at 280MiB and 1M pins).
+	if l := o.Cfg.MemoryLimit; l > 0 {
+		debug.SetMemoryLimit(l.Int64())
+		a.log.Info("Go memory limit set", "memoryLimit", l.String())
+	}
 	a.srv = &http.Server{Handler: a.whileRebuilding(handler), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	a.wg.Go(func() {
 		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -312,16 +321,32 @@ func (a *app) close(ctx context.Context) {
 	})
 }
 
+// maxTokensLoaded bounds the tokens followTokens loads one by one at start.
+const maxTokensLoaded = 20_000
+
 // followTokens keeps the token registry current, restarting after failures.
 func (a *app) followTokens() {
 	from := uint64(1)
 	var once sync.Once
 	markSynced := func() { once.Do(func() { close(a.synced) }) }
-	// With no token event at all the read below never calls back: the registry is trivially in sync. (Asking
-	// for the last token event's sequence instead costs seconds on a cold store of millions of events, when it
-	// sits near the start: the server loads every block's subject state on the main connection.)
-	if n, err := a.elog.CountSubjects(a.ctx, events.AllTokens); err == nil && n == 0 {
+	// Token events are few and scattered over the log: load them token by token up to the head, then follow the
+	// log from there. (A filtered read from the start makes the server load every message block looking for
+	// them: seconds, and ~200 MB of per-block subject state, on a log of millions of events.) With too many
+	// tokens for that, or when it fails, read them from the start.
+	if recs, head, ok, err := a.elog.LoadAll(a.ctx, events.AllTokens, maxTokensLoaded); err != nil {
+		a.log.Warn("could not load the tokens subject by subject; reading them from the start of the log", "err", err)
+	} else if ok {
+		for _, r := range recs {
+			a.tokens.Apply(r)
+		}
+		from = head + 1
 		markSynced()
+	}
+	// With no token event at all the read below never calls back: the registry is trivially in sync.
+	if from == 1 {
+		if n, err := a.elog.CountSubjects(a.ctx, events.AllTokens); err == nil && n == 0 {
+			markSynced()
+		}
 	}
 	for a.ctx.Err() == nil {
 		err := a.elog.Read(a.ctx, from, []string{events.AllTokens}, func(recs []events.Record, pending uint64) error {

@@ -22,14 +22,16 @@ import (
 // Config is anchorage's whole configuration. The yaml tags are the keys of the config file; the environment
 // variable of a key is derived from its path (see EnvVars).
 type Config struct {
-	DataDir   string    `yaml:"dataDir"`
-	Log       Log       `yaml:"log"`
-	Server    Server    `yaml:"server"`
-	Postgres  Postgres  `yaml:"postgres"`
-	NATS      NATS      `yaml:"nats"`
-	Kubo      Kubo      `yaml:"kubo"`
-	Auth      Auth      `yaml:"auth"`
-	Bootstrap Bootstrap `yaml:"bootstrap"`
+	DataDir string `yaml:"dataDir"`
+	// MemoryLimit is the Go runtime's soft memory limit (as GOMEMLIMIT); 0 leaves it to GOMEMLIMIT, or none.
+	MemoryLimit ByteSize  `yaml:"memoryLimit"`
+	Log         Log       `yaml:"log"`
+	Server      Server    `yaml:"server"`
+	Postgres    Postgres  `yaml:"postgres"`
+	NATS        NATS      `yaml:"nats"`
+	Kubo        Kubo      `yaml:"kubo"`
+	Auth        Auth      `yaml:"auth"`
+	Bootstrap   Bootstrap `yaml:"bootstrap"`
 }
 
 // Log configures the process logger.

@@ -82,6 +82,11 @@ func (c Config) validateGeneral(v *validator) {
 	if c.DataDir == "" {
 		v.add("dataDir: must not be empty; set the directory anchorage keeps its data in, e.g. /var/lib/anchorage")
 	}
+	if c.MemoryLimit < 0 {
+		v.add("memoryLimit: must not be negative; use 0 (no limit) or a size, e.g. 512MiB")
+	} else if c.MemoryLimit > 0 && c.MemoryLimit < 64<<20 {
+		v.add("memoryLimit: %s is too small to run in; use 0 (no limit) or at least 64MiB", c.MemoryLimit)
+	}
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "json", "text")
 }

@@ -53,6 +53,10 @@ func TestValidateErrors(t *testing.T) {
 			[]string{`server.listen: must not be empty; use e.g. 127.0.0.1:8080`}},
 		{"publicURL", ModeServe, func(c *Config) { c.Server.PublicURL = "pins.example.com" },
 			[]string{`server.publicURL: "pins.example.com" is not an absolute http(s) URL; use e.g. https://pins.example.com`}},
+		{"memoryLimit negative", ModeServe, func(c *Config) { c.MemoryLimit = -1 },
+			[]string{`memoryLimit: must not be negative; use 0 (no limit) or a size, e.g. 512MiB`}},
+		{"memoryLimit tiny", ModeServe, func(c *Config) { c.MemoryLimit = 1 << 20 },
+			[]string{`memoryLimit: 1MiB is too small to run in; use 0 (no limit) or at least 64MiB`}},
 		{"maxBodyBytes", ModeServe, func(c *Config) { c.Server.MaxBodyBytes = 0 },
 			[]string{`server.maxBodyBytes: must be greater than 0; use e.g. 1MiB`}},
 		{"cors origins", ModeServe, func(c *Config) {
