@@ -67,7 +67,17 @@ func Marshal(env Envelope) ([]byte, error) { return json.Marshal(env) }
 
 // Unmarshal decodes a stored message body into its envelope and typed payload.
 func Unmarshal(body []byte) (Envelope, Event, error) {
-	if env, ev, ok := fastUnmarshal(body); ok {
+	if env, ev, ok := fastUnmarshal(body, false); ok {
+		return env, ev, nil
+	}
+	return slowUnmarshal(body)
+}
+
+// UnmarshalTransient is Unmarshal for records that are used and dropped (replays, exports, scans): the strings
+// of the result share one copy of body, which saves an allocation per field but keeps the whole body alive as
+// long as any of them is. Records kept for long (caches, indexes) should come from Unmarshal.
+func UnmarshalTransient(body []byte) (Envelope, Event, error) {
+	if env, ev, ok := fastUnmarshal(body, true); ok {
 		return env, ev, nil
 	}
 	return slowUnmarshal(body)

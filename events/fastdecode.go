@@ -13,9 +13,14 @@ import (
 // path). Whenever it succeeds its result is exactly what encoding/json produces (TestFastDecodeMatches and
 // FuzzFastDecode compare them).
 
-// fastUnmarshal decodes an envelope and its payload; ok is false when the slow path must decode it.
-func fastUnmarshal(body []byte) (env Envelope, ev Event, ok bool) {
+// fastUnmarshal decodes an envelope and its payload; ok is false when the slow path must decode it. With
+// shared, every string of the result is a substring of one copy of body (one allocation instead of one per
+// field; the copy lives as long as any of them).
+func fastUnmarshal(body []byte, shared bool) (env Envelope, ev Event, ok bool) {
 	s := scanner{b: body}
+	if shared {
+		s.src = string(body)
+	}
 	if !s.begin('{') {
 		return env, nil, false
 	}
@@ -318,8 +323,9 @@ func decodePinUnplaced(s *scanner) (Event, bool) {
 // scanner reads JSON tokens from b. Every method skips the whitespace before its token and reports false on
 // anything it does not accept, valid JSON or not.
 type scanner struct {
-	b []byte
-	i int
+	b   []byte
+	i   int
+	src string // string(b) when strings are to share it ("": each string is its own copy)
 }
 
 func (s *scanner) ws() {
@@ -425,6 +431,9 @@ func (s *scanner) str() (string, bool) {
 			}
 			if !ascii && !utf8.Valid(raw) {
 				return "", false
+			}
+			if s.src != "" {
+				return s.src[start:j], true
 			}
 			return string(raw), true
 		case c == '\\':

@@ -1,6 +1,7 @@
 package events
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -12,7 +13,7 @@ import (
 // sameAsSlow checks that whenever the fast decoder accepts body, it decodes it exactly as encoding/json does.
 func sameAsSlow(t *testing.T, body []byte) (fast bool) {
 	t.Helper()
-	env, ev, ok := fastUnmarshal(body)
+	env, ev, ok := fastUnmarshal(body, false)
 	if !ok {
 		return false
 	}
@@ -22,6 +23,15 @@ func sameAsSlow(t *testing.T, body []byte) (fast bool) {
 	}
 	if !reflect.DeepEqual(env, senv) || !reflect.DeepEqual(ev, sev) {
 		t.Fatalf("fast decoder differs on\n%s\nfast: %#v %#v\nslow: %#v %#v", body, env, ev, senv, sev)
+	}
+	// Shared strings: the same result, and none of it aliases the caller's buffer.
+	buf := bytes.Clone(body)
+	tenv, tev, ok := fastUnmarshal(buf, true)
+	for i := range buf {
+		buf[i] = 'x'
+	}
+	if !ok || !reflect.DeepEqual(tenv, senv) || !reflect.DeepEqual(tev, sev) {
+		t.Fatalf("fast decoder with shared strings differs on\n%s\nfast: %#v %#v\nslow: %#v %#v", body, tenv, tev, senv, sev)
 	}
 	// Decode of the payload alone too.
 	dev, ok := fastDecode(env.Type, env.Version, env.Data)

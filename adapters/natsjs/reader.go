@@ -215,7 +215,7 @@ func (l *EventLog) ReadUntil(ctx context.Context, from, until uint64, filters []
 					if local != nil && !events.MatchesAny(local, subject) {
 						continue
 					}
-					env, ev, err := events.Unmarshal(m.msg.Data())
+					env, ev, err := events.UnmarshalTransient(m.msg.Data())
 					if err != nil {
 						derr = &DecodeError{Seq: m.seq, Subject: subject, Err: err}
 						break
