@@ -67,6 +67,11 @@ func openPool(ctx context.Context, dsn string, maxConns int32, role string) (*pg
 		// The API never writes. Its org is only ever set transaction-locally (set_config(..., true)), so it
 		// cannot leak to the next request on a pooled connection.
 		cfg.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
+		// Every API query is an index walk bounded by its limit; a parallel plan only adds the start of its
+		// workers. And a filter bound left NULL (no before/after) made the custom plan of a meta count a parallel
+		// scan behind a false one-time filter: two workers started and stopped for nothing, 10-20 ms per query
+		// on an idle machine, over 200 ms on a busy one.
+		cfg.ConnConfig.RuntimeParams["max_parallel_workers_per_gather"] = "0"
 	case roleOwner:
 		cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
 	}

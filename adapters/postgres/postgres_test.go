@@ -272,6 +272,11 @@ func TestRowLevelSecurity(t *testing.T) {
 	require.NoError(t, one.QueryRow(ctx, "SELECT count(*) FROM pins").Scan(&n))
 	require.Zero(t, n, "org setting leaked out of a pipelined read")
 
+	// API connections plan no parallel queries (see openPool).
+	var parallel string
+	require.NoError(t, one.QueryRow(ctx, "SHOW max_parallel_workers_per_gather").Scan(&parallel))
+	require.Equal(t, "0", parallel)
+
 	// The API role cannot write, even to its own org.
 	err = f.reader.InOrg(ctx, orgA, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, "DELETE FROM pins")
