@@ -232,8 +232,15 @@ type indexDef struct {
 }
 
 // early says whether the copy gets the index before it is loaded: the primary keys and unique constraints the
-// projectors' upserts rely on, except on the tables of pkAfterLoad.
-func (x indexDef) early() bool { return x.constraint != "" && !pkAfterLoad[x.table] }
+// projectors' upserts rely on, except on the tables of pkAfterLoad, and the partial indexes of sparseIndexes.
+func (x indexDef) early() bool {
+	return (x.constraint != "" && !pkAfterLoad[x.table]) || sparseIndexes[x.name]
+}
+
+// sparseIndexes are partial indexes over rows that are rare by construction, cheaper to keep while loading (a
+// predicate test per row, an insert now and then) than to build afterwards with a scan of the whole table:
+// audit_events_lag holds only the events whose clock lagged every earlier one's.
+var sparseIndexes = map[string]bool{"audit_events_lag": true}
 
 // indexDefs lists the live tables' indexes, with definitions that create them on the copies under the same
 // names (index names are per schema).
