@@ -873,9 +873,17 @@ func Verify(ctx context.Context, ownerDSN string, src RebuildSource, opts Rebuil
 		}
 		rep.Checked[t] = n
 		d := Difference{Table: t}
+		// Rows are compared column by column; json columns (which have no equality) as JSON values, so one
+		// payload in two spellings (jsonb's normalised one, from before migration 000006) is equal.
+		var cols string
+		if err := tx.QueryRow(ctx, `SELECT string_agg(CASE WHEN atttypid = 'json'::regtype
+				THEN quote_ident(attname) || '::jsonb AS ' || quote_ident(attname) ELSE quote_ident(attname) END, ', ' ORDER BY attnum)
+			FROM pg_attribute WHERE attrelid = ('public.' || quote_ident($1))::regclass AND attnum > 0 AND NOT attisdropped`, t).Scan(&cols); err != nil {
+			return rep, err
+		}
 		q := func(a, b string) (int64, []string, error) {
 			var cnt int64
-			diff := fmt.Sprintf("(SELECT * FROM %s.%s %s EXCEPT ALL SELECT * FROM %s.%s %s)", a, t, where, b, t, where)
+			diff := fmt.Sprintf("(SELECT %[1]s FROM %[2]s.%[3]s %[4]s EXCEPT ALL SELECT %[1]s FROM %[5]s.%[3]s %[4]s)", cols, a, t, where, b)
 			if err := tx.QueryRow(ctx, "SELECT count(*) FROM "+diff+" d").Scan(&cnt); err != nil {
 				return 0, nil, err
 			}

@@ -11,7 +11,7 @@ SELECT r.seq, r.at, r.subject, r.type, r.version, r.actor, nullif(r.corr, ''), n
 FROM (SELECT unnest(@seqs::bigint[]) AS seq, unnest(@ats::timestamptz[]) AS at, unnest(@subjects::text[]) AS subject,
              unnest(@types::text[]) AS type, unnest(@versions::int[]) AS version, unnest(@actors::text[]) AS actor,
              unnest(@corrs::text[]) AS corr, unnest(@org_ids::text[]) AS org_id, unnest(@request_ids::text[]) AS request_id,
-             unnest(@cid_keys::bytea[]) AS cid_key, unnest(@datas::jsonb[]) AS data,
+             unnest(@cid_keys::bytea[]) AS cid_key, unnest(@datas::json[]) AS data,
              unnest(@at_maxes::timestamptz[]) AS at_max, unnest(@lags_us::bigint[]) AS lag_us) r
 ON CONFLICT (seq) DO NOTHING;
 

@@ -42,7 +42,7 @@ SELECT r.seq, r.at, r.subject, r.type, r.version, r.actor, nullif(r.corr, ''), n
 FROM (SELECT unnest($1::bigint[]) AS seq, unnest($2::timestamptz[]) AS at, unnest($3::text[]) AS subject,
              unnest($4::text[]) AS type, unnest($5::int[]) AS version, unnest($6::text[]) AS actor,
              unnest($7::text[]) AS corr, unnest($8::text[]) AS org_id, unnest($9::text[]) AS request_id,
-             unnest($10::bytea[]) AS cid_key, unnest($11::jsonb[]) AS data,
+             unnest($10::bytea[]) AS cid_key, unnest($11::json[]) AS data,
              unnest($12::timestamptz[]) AS at_max, unnest($13::bigint[]) AS lag_us) r
 ON CONFLICT (seq) DO NOTHING
 `
