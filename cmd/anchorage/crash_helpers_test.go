@@ -542,6 +542,13 @@ func (l *pinLedger) counts() (sent, acked, failed int) {
 	return len(l.order), len(l.acked), len(l.failed)
 }
 
+// slowestAck is the longest a POST took to get its answer so far.
+func (l *pinLedger) slowestAck() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.slowest
+}
+
 // failures returns "key: what went wrong" for every key without a 202, sorted.
 func (l *pinLedger) failures() []string {
 	l.mu.Lock()

@@ -45,7 +45,7 @@ func loadThenKill(t *testing.T, n *crashNode, token, prefix string, d time.Durat
 	sent, acked, failed := ledger.counts()
 	t.Logf("load: %d POSTs sent in %v by %d clients, %d acknowledged (202) before the kill (%.0f/s), %d failed in flight; slowest 202 %v",
 		sent, killed.Sub(begin).Round(time.Millisecond), crashLoadClients, acked, float64(acked)/killed.Sub(begin).Seconds(), failed,
-		ledger.slowest.Round(time.Millisecond))
+		ledger.slowestAck().Round(time.Millisecond))
 	require.Empty(t, ledger.non202, "before the kill every POST that got an answer must have got 202")
 	return ledger, killed
 }
@@ -452,7 +452,7 @@ func TestPostgresOutageUnderLoad(t *testing.T) {
 	readers.Wait()
 	// Judge what happened while PostgreSQL was down.
 	osent, oacked, ofailed := outageL.counts()
-	t.Logf("while PostgreSQL was down: %d POSTs sent, %d got 202, %d did not; slowest %v", osent, oacked, ofailed, outageL.slowest.Round(time.Millisecond))
+	t.Logf("while PostgreSQL was down: %d POSTs sent, %d got 202, %d did not; slowest %v", osent, oacked, ofailed, outageL.slowestAck().Round(time.Millisecond))
 	outageFailures := outageL.failures()
 	expectNone(t, "POSTs without a 202 while PostgreSQL was down (writes need only the log)", outageFailures)
 	assert.Greater(t, oacked, 0, "no POST completed while PostgreSQL was down")
