@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -251,22 +252,26 @@ func (l *EventLog) ReadUntil(ctx context.Context, from, until uint64, filters []
 				cutErr <- err
 				return
 			}
-			md, err := m.Metadata()
-			if err != nil {
-				cutErr <- err
-				return
+			seq, pending, ok := ackPositions(m.Reply())
+			if !ok {
+				md, err := m.Metadata()
+				if err != nil {
+					cutErr <- err
+					return
+				}
+				seq, pending = md.Sequence.Stream, md.NumPending
 			}
-			if md.Sequence.Stream > until {
+			if seq > until {
 				flush()
 				return
 			}
-			batch = append(batch, seqMsg{m, md.Sequence.Stream})
-			if len(batch) == maxBatch || md.NumPending == 0 || md.Sequence.Stream == until {
+			batch = append(batch, seqMsg{m, seq})
+			if len(batch) == maxBatch || pending == 0 || seq == until {
 				if !flush() {
 					return
 				}
 			}
-			if md.NumPending == 0 || md.Sequence.Stream >= until {
+			if pending == 0 || seq >= until {
 				return
 			}
 		}
@@ -328,4 +333,49 @@ func consumerFilters(filters []string) (server, local []string) {
 		}
 	}
 	return nil, filters
+}
+
+// ackPositions reads a delivered message's stream sequence and the count of messages pending after it from its
+// ack subject, without the allocations of Metadata (which parses every field): it runs once per message of a
+// replay. ok is false for a subject it does not recognise; Metadata then decides.
+//
+//	v1: $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>
+//	v2: $JS.ACK.<domain>.<account hash>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>[.<token>…]
+func ackPositions(reply string) (seq, pending uint64, ok bool) {
+	const v1Tokens, v2MinTokens = 9, 11
+	if !strings.HasPrefix(reply, "$JS.ACK.") {
+		return 0, 0, false
+	}
+	var dots [12]int // positions of the first dots
+	n := 0
+	for i := 0; i < len(reply); i++ {
+		if reply[i] == '.' {
+			if n == len(dots) {
+				break
+			}
+			dots[n] = i
+			n++
+		}
+	}
+	tokens := n + 1               // when n == len(dots), at least that many
+	token := func(k int) string { // the k-th token (0-based); k >= 1
+		end := len(reply)
+		if k < n {
+			end = dots[k]
+		}
+		return reply[dots[k-1]+1 : end]
+	}
+	var si, pi int
+	switch {
+	case tokens == v1Tokens:
+		si, pi = 5, 8
+	case tokens >= v2MinTokens:
+		si, pi = 7, 10
+	default:
+		return 0, 0, false
+	}
+	var err1, err2 error
+	seq, err1 = strconv.ParseUint(token(si), 10, 64)
+	pending, err2 = strconv.ParseUint(token(pi), 10, 64)
+	return seq, pending, err1 == nil && err2 == nil
 }
