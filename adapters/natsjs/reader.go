@@ -150,15 +150,19 @@ type decodedMsg struct {
 }
 
 func decodeMsg(m jetstream.Msg) (events.Record, uint64, error) {
-	md, err := m.Metadata()
-	if err != nil {
-		return events.Record{}, 0, fmt.Errorf("natsjs: message metadata: %w", err)
+	seq, pending, ok := ackPositions(m.Reply())
+	if !ok {
+		md, err := m.Metadata()
+		if err != nil {
+			return events.Record{}, 0, fmt.Errorf("natsjs: message metadata: %w", err)
+		}
+		seq, pending = md.Sequence.Stream, md.NumPending
 	}
 	env, ev, err := events.Unmarshal(m.Data())
 	if err != nil {
-		return events.Record{}, 0, &DecodeError{Seq: md.Sequence.Stream, Subject: m.Subject(), Err: err}
+		return events.Record{}, 0, &DecodeError{Seq: seq, Subject: m.Subject(), Err: err}
 	}
-	return events.Record{Seq: md.Sequence.Stream, Subject: m.Subject(), Envelope: env, Event: ev}, md.NumPending, nil
+	return events.Record{Seq: seq, Subject: m.Subject(), Envelope: env, Event: ev}, pending, nil
 }
 
 // ReadUntil calls fn with batches of the records matching filters with from <= Seq <= until, in stream order,
