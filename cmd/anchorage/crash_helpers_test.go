@@ -329,6 +329,34 @@ func tail(path string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
+// raceReports returns the race detector's reports in the log at path (a race-built serve exits 66 at the end,
+// long after printing them), or "".
+func raceReports(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	var out []string
+	in := false
+	for _, line := range strings.Split(string(b), "\n") {
+		switch {
+		case strings.HasPrefix(line, "WARNING: DATA RACE"):
+			in = true
+			out = append(out, "==================")
+		case line == "==================":
+			in = false
+			continue
+		}
+		if in {
+			out = append(out, line)
+		}
+	}
+	if len(out) == 0 {
+		return ""
+	}
+	return "\nrace reports of the serve process:\n" + strings.Join(out, "\n")
+}
+
 // kill9 SIGKILLs the serve process (kill -9) and waits until it is gone.
 func (n *crashNode) kill9(t *testing.T) {
 	t.Helper()
@@ -356,7 +384,7 @@ func (n *crashNode) stop(t *testing.T) time.Duration {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("anchorage serve did not stop within 30s of SIGTERM:\n%s", tail(n.proc.logPath, 20))
 	}
-	require.NoError(t, n.proc.err, "graceful stop must exit 0:\n%s", tail(n.proc.logPath, 20))
+	require.NoError(t, n.proc.err, "graceful stop must exit 0:\n%s%s", tail(n.proc.logPath, 20), raceReports(n.proc.logPath))
 	return time.Since(begin)
 }
 
