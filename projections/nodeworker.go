@@ -151,6 +151,14 @@ func NewWorker(src WorkerSource, pinner Pinner, cfg WorkerConfig) *Worker {
 	}
 }
 
+// runCtx is the context of the current Run (nil before the first). A Run's deliveries can still be handled
+// while the worker is restarted, so it is read under w.mu.
+func (w *Worker) runCtx() context.Context {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.ctx
+}
+
 // Placed counts this node's live placements (for presence).
 func (w *Worker) Placed() int64 {
 	w.mu.Lock()
@@ -167,7 +175,9 @@ func (w *Worker) Placed() int64 {
 // Run rebuilds the node's desired state from the last placement message of each of its pins, then follows its
 // placements until ctx ends, and waits for the pins in flight.
 func (w *Worker) Run(ctx context.Context) error {
+	w.mu.Lock()
 	w.ctx = ctx
+	w.mu.Unlock()
 	if err := w.rebuild(ctx); err != nil {
 		return fmt.Errorf("worker %s: rebuild: %w", w.cfg.NodeID, err)
 	}
@@ -340,7 +350,7 @@ func (w *Worker) fenceThrough(d Delivery, seq uint64) bool {
 	if known {
 		return true
 	}
-	if err := w.loadTerms(w.ctx, seq); err != nil {
+	if err := w.loadTerms(w.runCtx(), seq); err != nil {
 		w.lg.Warn("could not read the scheduler terms; the placement will be retried", "seq", seq, "err", err)
 		_ = d.Nak(time.Second)
 		return false
@@ -447,7 +457,7 @@ func (w *Worker) pin(ctx context.Context, d Delivery, ref PinRef, rec events.Rec
 	finalize()
 	w.pinSeconds.Observe(w.cfg.Now().Sub(start).Seconds())
 
-	if w.ctx != nil && w.ctx.Err() != nil {
+	if rc := w.runCtx(); rc != nil && rc.Err() != nil {
 		// Shutting down: leave the placement unacknowledged so it is delivered again after a restart.
 		w.finish(ref, rec.Seq, false)
 		_ = d.Nak(0)
@@ -681,7 +691,7 @@ func (d *resumed) Attempt() uint64      { return 2 } // may have been reported j
 func (d *resumed) Ack() error           { return nil }
 func (d *resumed) Nak(delay time.Duration) error {
 	time.AfterFunc(delay, func() {
-		if d.w.ctx != nil && d.w.ctx.Err() == nil {
+		if rc := d.w.runCtx(); rc != nil && rc.Err() == nil {
 			d.w.restart(d)
 		}
 	})
