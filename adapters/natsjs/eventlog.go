@@ -534,15 +534,11 @@ func (l *EventLog) directBatch(ctx context.Context, subject string, from uint64,
 		default:
 			return nil, false, fmt.Errorf("load %s: direct get status %s %s", subject, status, msg.Header.Get("Description"))
 		}
-		seq, err := strconv.ParseUint(msg.Header.Get(jetstream.SequenceHeader), 10, 64)
+		m, err := decodeDirect(msg)
 		if err != nil {
-			return nil, false, fmt.Errorf("load %s: bad sequence header: %w", subject, err)
+			return nil, false, err
 		}
-		env, ev, err := events.Unmarshal(msg.Data)
-		if err != nil {
-			return nil, false, fmt.Errorf("load %s seq %d: %w", subject, seq, err)
-		}
-		out = append(out, events.Record{Seq: seq, Subject: msg.Header.Get(jetstream.SubjectHeader), Envelope: env, Event: ev})
+		out = append(out, m.rec)
 	}
 }
 
@@ -629,12 +625,17 @@ func (l *EventLog) LastSeqFor(ctx context.Context, filter string) (uint64, error
 // walks the blocks backwards from the end, loading each one's subject state: seconds on a cold store of millions
 // of events when the filter's last message is old.
 func (l *EventLog) LastSeqForFew(ctx context.Context, filter string) (uint64, error) {
-	info, err := l.stream.Info(ctx, jetstream.WithSubjectFilter(filter))
+	subjects, err := l.Subjects(ctx, filter)
 	if err != nil {
 		return 0, err
 	}
+	return l.lastSeqOf(ctx, subjects)
+}
+
+// lastSeqOf is the greatest of the last sequences of subjects (literal subjects, each answered from the index).
+func (l *EventLog) lastSeqOf(ctx context.Context, subjects map[string]uint64) (uint64, error) {
 	var last uint64
-	for subj := range info.State.Subjects {
+	for subj := range subjects {
 		seq, err := l.LastSeqFor(ctx, subj)
 		if err != nil {
 			return 0, err
@@ -663,12 +664,12 @@ func (l *EventLog) LastSeqMatching(ctx context.Context, filter string) (uint64, 
 	if !strings.ContainsAny(filter, "*>") {
 		return l.LastSeqFor(ctx, filter)
 	}
-	n, err := l.CountSubjects(ctx, filter)
+	subjects, err := l.Subjects(ctx, filter)
 	if err != nil {
 		return 0, err
 	}
-	if n <= fewSubjects {
-		return l.LastSeqForFew(ctx, filter)
+	if len(subjects) <= fewSubjects {
+		return l.lastSeqOf(ctx, subjects)
 	}
 	return l.LastSeqFor(ctx, filter)
 }
@@ -739,11 +740,8 @@ func (l *EventLog) LoadAll(ctx context.Context, filter string, maxSubjects int) 
 // CountSubjects returns how many distinct subjects matching filter hold messages. The server answers from its
 // subject index, without reading blocks.
 func (l *EventLog) CountSubjects(ctx context.Context, filter string) (int, error) {
-	info, err := l.stream.Info(ctx, jetstream.WithSubjectFilter(filter))
-	if err != nil {
-		return 0, err
-	}
-	return len(info.State.Subjects), nil
+	subjects, err := l.Subjects(ctx, filter)
+	return len(subjects), err
 }
 
 // AppendBulk stores many single-event messages quickly, pipelining them (asynchronous publishes) instead of

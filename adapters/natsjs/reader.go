@@ -150,13 +150,9 @@ type decodedMsg struct {
 }
 
 func decodeMsg(m jetstream.Msg) (events.Record, uint64, error) {
-	seq, pending, ok := ackPositions(m.Reply())
-	if !ok {
-		md, err := m.Metadata()
-		if err != nil {
-			return events.Record{}, 0, fmt.Errorf("natsjs: message metadata: %w", err)
-		}
-		seq, pending = md.Sequence.Stream, md.NumPending
+	seq, pending, err := position(m)
+	if err != nil {
+		return events.Record{}, 0, err
 	}
 	env, ev, err := events.Unmarshal(m.Data())
 	if err != nil {
@@ -256,14 +252,10 @@ func (l *EventLog) ReadUntil(ctx context.Context, from, until uint64, filters []
 				cutErr <- err
 				return
 			}
-			seq, pending, ok := ackPositions(m.Reply())
-			if !ok {
-				md, err := m.Metadata()
-				if err != nil {
-					cutErr <- err
-					return
-				}
-				seq, pending = md.Sequence.Stream, md.NumPending
+			seq, pending, err := position(m)
+			if err != nil {
+				cutErr <- err
+				return
 			}
 			if seq > until {
 				flush()
@@ -337,6 +329,19 @@ func consumerFilters(filters []string) (server, local []string) {
 		}
 	}
 	return nil, filters
+}
+
+// position is a delivered message's stream sequence and the count of messages pending after it: from its ack
+// subject (ackPositions), or Metadata for a subject ackPositions does not recognise.
+func position(m jetstream.Msg) (seq, pending uint64, err error) {
+	if seq, pending, ok := ackPositions(m.Reply()); ok {
+		return seq, pending, nil
+	}
+	md, err := m.Metadata()
+	if err != nil {
+		return 0, 0, fmt.Errorf("natsjs: message metadata: %w", err)
+	}
+	return md.Sequence.Stream, md.NumPending, nil
 }
 
 // ackPositions reads a delivered message's stream sequence and the count of messages pending after it from its

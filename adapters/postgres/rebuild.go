@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,10 +11,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/anchorage-pin/anchorage/adapters/postgres/internal/dbsqlc"
 	"github.com/anchorage-pin/anchorage/events"
 	"github.com/anchorage-pin/anchorage/projections"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -277,9 +278,7 @@ func (sh *shadow) indexDefs(ctx context.Context) ([]indexDef, error) {
 }
 
 // create builds the index on the copy (and makes it back its constraint, as on the live table).
-func (x indexDef) create(ctx context.Context, db interface {
-	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
-}, schema string) error {
+func (x indexDef) create(ctx context.Context, db dbsqlc.DBTX, schema string) error {
 	if _, err := db.Exec(ctx, x.def); err != nil {
 		return fmt.Errorf("postgres: rebuild index %s: %w", x.name, err)
 	}
@@ -392,7 +391,7 @@ SELECT org_id, kv, status, pos / 1024, count(*) FROM %[1]s.pin_meta GROUP BY 1, 
 		sizes[t] = n
 	}
 	slices.SortStableFunc(defs, func(a, b indexDef) int {
-		return -cmpInt64(sizes[a.table], sizes[b.table])
+		return cmp.Compare(sizes[b.table], sizes[a.table])
 	})
 	for _, x := range defs {
 		if x.early() {
@@ -411,16 +410,6 @@ SELECT org_id, kv, status, pos / 1024, count(*) FROM %[1]s.pin_meta GROUP BY 1, 
 		return err
 	}
 	return sh.copyTriggers(ctx)
-}
-
-func cmpInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // runTasks runs tasks on workers connections, each task once all its deps are done, preferring earlier tasks.
