@@ -25,6 +25,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"maps"
@@ -203,11 +204,7 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	if err := c.prepareSocketDir(); err != nil {
 		return nil, err
 	}
-	if err := c.startServer(); err != nil {
-		return nil, err
-	}
-	if err := c.waitReady(ctx); err != nil {
-		c.kill()
+	if err := c.startAndWait(ctx); err != nil {
 		return nil, err
 	}
 	c.log.Info("postgres ready", "pid", c.proc.pid(), "socket_dir", c.socketDir, "elapsed", time.Since(begin).Round(time.Millisecond))
@@ -590,6 +587,61 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 		}
 		delay = min(delay*2, 100*time.Millisecond)
 	}
+}
+
+// startAndWait starts the server and waits until it accepts connections. After a postmaster is killed, its
+// backends notice and exit within moments, but until the last has, a new postmaster refuses to start
+// ("pre-existing shared memory block ... is still in use"): then it starts again once they are gone (bounded by
+// ctx, the start timeout).
+func (c *Cluster) startAndWait(ctx context.Context) error {
+	for {
+		from := c.logSize()
+		if err := c.startServer(); err != nil {
+			return err
+		}
+		err := c.waitReady(ctx)
+		if err == nil {
+			return nil
+		}
+		exited := false
+		select {
+		case <-c.exitDone:
+			exited = true
+		default:
+		}
+		c.kill()
+		if !exited || ctx.Err() != nil || !c.logSince(from, "pre-existing shared memory block") {
+			return err
+		}
+		c.log.Info("backends of a postgres that died still hold its shared memory; starting again once they exit")
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(200 * time.Millisecond):
+		}
+		c.exitDone = make(chan struct{})
+		c.exitErr = nil
+		c.stopping.Store(false)
+	}
+}
+
+func (c *Cluster) logSize() int64 {
+	fi, err := os.Stat(c.logPath)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// logSince reports whether the server log holds text after offset from.
+func (c *Cluster) logSince(from int64, text string) bool {
+	f, err := os.Open(c.logPath)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.NewSectionReader(f, from, 1<<20))
+	return err == nil && bytes.Contains(b, []byte(text))
 }
 
 // kill stops a server that failed to become ready (immediate shutdown).

@@ -2,6 +2,7 @@ package pgcluster
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -68,6 +69,17 @@ func start(t *testing.T, cfg Config) *Cluster {
 func processGone(pid int) bool {
 	err := syscall.Kill(pid, 0)
 	return errors.Is(err, syscall.ESRCH)
+}
+
+// exited reports whether pid has exited, as a zombie included: an orphan's new parent (pid 1 in a container) may
+// be slow to reap it, or never do.
+func exited(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i > 0 && i+2 < len(b) && b[i+2] == 'Z'
 }
 
 func waitGone(t *testing.T, pid int, within time.Duration) {
@@ -258,6 +270,34 @@ func TestCrashThenRestartRecovers(t *testing.T) {
 	// Start recovers from the stale postmaster.pid and the crash.
 	c2 := start(t, Config{Dir: dir})
 	assert.Equal(t, "42", queryString(t, c2, "postgres", "postgres", "SELECT v::text FROM t"))
+}
+
+// A backend busy in a query does not look for its postmaster's death until the query ends, and keeps the dead
+// postmaster's shared memory until it exits: a start in the meantime must wait for it, not fail.
+func TestRestartWhileOrphanedBackendRuns(t *testing.T) {
+	dir := clusterDir(t)
+	ctx := context.Background()
+	c := start(t, Config{Dir: dir, Ephemeral: true})
+	conn, err := c.Connect(ctx, "postgres", Superuser)
+	require.NoError(t, err)
+	var backend int
+	require.NoError(t, conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&backend))
+	busy := make(chan error, 1)
+	go func() {
+		// A few seconds of CPU that never waits on a latch (where backends notice postmaster death).
+		_, err := conn.Exec(ctx, "SELECT count(*) FROM generate_series(1, 20000000)")
+		busy <- err
+	}()
+	time.Sleep(300 * time.Millisecond) // the query is running
+	require.NoError(t, syscall.Kill(c.Pid(), syscall.SIGKILL))
+	<-c.Done()
+	require.Error(t, c.Stop(ctx), "Stop reports the unexpected exit and releases the Dir")
+	require.False(t, exited(backend), "the backend outlived its postmaster (the case under test)")
+
+	c2 := start(t, Config{Dir: dir, Ephemeral: true})
+	assert.Equal(t, "1", queryString(t, c2, "postgres", "postgres", "SELECT 1::text"))
+	assert.True(t, exited(backend), "the new postmaster started only after the orphaned backend exited")
+	<-busy
 }
 
 func TestUnreachableDir(t *testing.T) {
