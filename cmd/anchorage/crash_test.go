@@ -314,7 +314,7 @@ func TestPostgresOutageUnderLoad(t *testing.T) {
 	require.NoError(t, os.Chmod(base, 0o755)) // the server user must get through
 	t.Cleanup(func() { _ = os.RemoveAll(base) })
 	pgCfg := pgcluster.Config{
-		Dir: filepath.Join(base, "pg"), Ephemeral: true,
+		Dir: filepath.Join(base, "pg"), Ephemeral: true, Settings: pgcluster.ReadModelSettings(),
 		InitCacheDir: filepath.Join(root, fmt.Sprintf("anchorage-pgtest-initcache-%d", os.Geteuid())),
 	}
 	startPG := func() *pgcluster.Cluster {

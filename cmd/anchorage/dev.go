@@ -141,7 +141,7 @@ func startDev(ctx context.Context, e env, o devOptions) (_ *devNode, err error) 
 	ownerDSN, apiDSN := cfg.Postgres.URL, cfg.Postgres.APIURL
 	if cfg.ManagedPostgres(config.ModeDev) {
 		log.Info("starting managed PostgreSQL", "dir", cfg.PostgresDir())
-		n.pg, err = pgcluster.Start(ctx, pgcluster.Config{Dir: cfg.PostgresDir(), Logger: log})
+		n.pg, err = pgcluster.Start(ctx, pgcluster.Config{Dir: cfg.PostgresDir(), Logger: log, Settings: pgcluster.ReadModelSettings()})
 		if err != nil {
 			return nil, err
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/anchorage-pin/anchorage/adapters/kubo/kubotest"
 	"github.com/anchorage-pin/anchorage/adapters/postgres/pgcluster"
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 )
 
@@ -136,6 +137,16 @@ func TestDevEndToEnd(t *testing.T) {
 	}
 	require.Contains(t, admin("org", "list"), "dev")
 	require.Contains(t, admin("token", "list", "--org", "dev"), "anchorage dev")
+
+	// The managed cluster runs with the read-model settings (minimal WAL: see pgcluster.ReadModelSettings).
+	pgConn, err := pgx.Connect(context.Background(), "host="+filepath.Join(dir, "postgres", "run")+" port=5432 user=anchorage dbname=anchorage sslmode=disable")
+	require.NoError(t, err)
+	for name, want := range pgcluster.ReadModelSettings() {
+		var got string
+		require.NoError(t, pgConn.QueryRow(context.Background(), "SELECT current_setting($1)", name).Scan(&got))
+		require.Equal(t, want, got, "managed PostgreSQL setting %s", name)
+	}
+	require.NoError(t, pgConn.Close(context.Background()))
 
 	// Restart keeps everything: the pin, the org and the token in dev.env.
 	stop()

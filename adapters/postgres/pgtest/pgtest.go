@@ -113,14 +113,20 @@ func start() {
 		Dir:          dir,
 		Ephemeral:    true,
 		InitCacheDir: filepath.Join(root, fmt.Sprintf("anchorage-pgtest-initcache-%d", os.Geteuid())),
-		Settings: map[string]string{
-			"max_connections": "200",
-		},
+		Settings:     testSettings(),
 	})
 	if startErr != nil {
 		_ = os.RemoveAll(dir)
 		clusterDir = ""
 	}
+}
+
+// testSettings are the managed cluster's (the same WAL level, so tests run the code paths anchorage dev does)
+// plus room for many test databases' connections.
+func testSettings() map[string]string {
+	s := pgcluster.ReadModelSettings()
+	s["max_connections"] = "200"
+	return s
 }
 
 // removeStale deletes cluster directories left by test binaries that died
