@@ -329,7 +329,11 @@ func (sh *shadow) copyTriggers(ctx context.Context) error {
 // Finishing a replayed copy is PostgreSQL work only (indexes, pin_meta, statistics), run as a graph of tasks
 // on finishWorkers connections, each with indexBuildMemory of maintenance_work_mem (an index sorted in memory
 // is built several times faster). Independent tasks overlap: the audit table's indexes are built while pin_meta
-// is computed from pins, so both cores stay busy.
+// is computed from pins, so both cores stay busy. Each index is built by its connection alone
+// (max_parallel_maintenance_workers 0): with the workers already keeping the cores busy, PostgreSQL's parallel
+// index builds only added work (partial sorts to merge, each in a share of the memory, spilling to tape).
+// Measured back to back on 971,876 events: indexes and pin_meta 7.4 and 7.7 s instead of 13.1 and 9.4 s,
+// PostgreSQL 22.4 and 22.6 CPU-seconds instead of 33.7 and 26.9.
 const (
 	finishWorkers    = 2
 	indexBuildMemory = "256MB"
@@ -461,6 +465,11 @@ func (sh *shadow) runTasks(ctx context.Context, tasks []*finishTask, workers int
 				return
 			}
 			defer conn.Exec(context.WithoutCancel(ctx), "RESET maintenance_work_mem") //nolint:errcheck
+			if _, err := conn.Exec(ctx, "SET max_parallel_maintenance_workers = 0"); err != nil {
+				fail(err)
+				return
+			}
+			defer conn.Exec(context.WithoutCancel(ctx), "RESET max_parallel_maintenance_workers") //nolint:errcheck
 			for {
 				mu.Lock()
 				t := take()
