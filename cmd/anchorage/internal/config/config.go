@@ -99,7 +99,8 @@ type NATSLeafNodes struct {
 	CredentialsFile string `yaml:"credentialsFile"` // default <dataDir>/nats/leafnode-credentials
 }
 
-// NATSCluster configures NATS clustering (not used yet; validated so files written now keep working).
+// NATSCluster is the shape of NATS clustering settings. Clustering is not available yet: Validate refuses any of
+// them rather than let a node run alone while its operator believes its log is replicated.
 type NATSCluster struct {
 	Name   string   `yaml:"name"`
 	Listen string   `yaml:"listen"`

@@ -190,7 +190,10 @@ func TestLoadFullFile(t *testing.T) {
 	cfg, err := Load(writeConfig(t, fullFile), noEnv)
 	require.NoError(t, err)
 	assert.Equal(t, fullConfig(), cfg)
-	require.NoError(t, cfg.Validate(ModeServe))
+	require.ErrorContains(t, cfg.Validate(ModeServe), "nats.cluster: clustering is not available", "the file parses, but clustering is refused")
+	alone := cfg
+	alone.NATS.Cluster = NATSCluster{}
+	require.NoError(t, alone.Validate(ModeServe))
 	assert.Len(t, cfg.Warnings(), 1, "sync: interval must be warned about")
 	assert.Contains(t, cfg.Warnings()[0], "24h")
 

@@ -178,6 +178,10 @@ func (c Config) validateNATS(v *validator) {
 	if n.Cluster.Name == "" && (n.Cluster.Listen != "" || len(n.Cluster.Routes) > 0) {
 		v.add("nats.cluster.name: required when nats.cluster.listen or nats.cluster.routes is set; use the same name on every node, e.g. anchorage")
 	}
+	if n.Cluster.Name != "" || n.Cluster.Listen != "" || len(n.Cluster.Routes) > 0 {
+		// Accepting the section and running alone would leave an operator believing the log is replicated.
+		v.add("nats.cluster: clustering is not available in this version; the node would run alone and nothing would replicate its event log. Remove the nats.cluster section (for a standby copy of the log, use nats.leafnodes with a mirror: see docs/backup.md)")
+	}
 	if n.MaxStoreBytes < 0 {
 		v.add("nats.maxStoreBytes: must not be negative; use 0 for unlimited or a size such as 100GiB")
 	}

@@ -9,9 +9,17 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// validConfig is fullConfig without its nats.cluster section, which parses but is refused (clustering is not
+// available yet).
+func validConfig() Config {
+	c := fullConfig()
+	c.NATS.Cluster = NATSCluster{}
+	return c
+}
+
 func TestValidateAcceptsGoodConfigs(t *testing.T) {
-	require.NoError(t, fullConfig().Validate(ModeServe))
-	require.NoError(t, fullConfig().Validate(ModeDev))
+	require.NoError(t, validConfig().Validate(ModeServe))
+	require.NoError(t, validConfig().Validate(ModeDev))
 	require.NoError(t, Default().Validate(ModeDev))
 
 	managed := Default()
@@ -94,6 +102,8 @@ func TestValidateErrors(t *testing.T) {
 		{"nats listeners", ModeServe, func(c *Config) { c.NATS.Listen = "4222"; c.NATS.Cluster.Listen = "x" }, []string{
 			`nats.listen: "4222" is not host:port; use e.g. 127.0.0.1:4222`,
 			`nats.cluster.listen: "x" is not host:port; use e.g. 0.0.0.0:6222`,
+			`nats.cluster.name: required when nats.cluster.listen or nats.cluster.routes is set; use the same name on every node, e.g. anchorage`,
+			"nats.cluster: clustering is not available in this version; the node would run alone and nothing would replicate its event log. Remove the nats.cluster section (for a standby copy of the log, use nats.leafnodes with a mirror: see docs/backup.md)",
 		}},
 		{"nats routes and cluster name", ModeServe, func(c *Config) {
 			c.NATS.Cluster.Name = ""
@@ -102,7 +112,9 @@ func TestValidateErrors(t *testing.T) {
 			`nats.cluster.routes[0]: "nats://node2:6222" is not a nats-route URL; use e.g. nats-route://node2.example.com:6222`,
 			`nats.cluster.routes[1]: "nats-route://node3" is not a nats-route URL; use e.g. nats-route://node2.example.com:6222`,
 			`nats.cluster.name: required when nats.cluster.listen or nats.cluster.routes is set; use the same name on every node, e.g. anchorage`,
+			"nats.cluster: clustering is not available in this version; the node would run alone and nothing would replicate its event log. Remove the nats.cluster section (for a standby copy of the log, use nats.leafnodes with a mirror: see docs/backup.md)",
 		}},
+		{"nats cluster alone", ModeServe, func(c *Config) { c.NATS.Cluster.Name = "anchorage" }, []string{"nats.cluster: clustering is not available in this version; the node would run alone and nothing would replicate its event log. Remove the nats.cluster section (for a standby copy of the log, use nats.leafnodes with a mirror: see docs/backup.md)"}},
 		{"nats maxStoreBytes", ModeServe, func(c *Config) { c.NATS.MaxStoreBytes = -1 },
 			[]string{`nats.maxStoreBytes: must not be negative; use 0 for unlimited or a size such as 100GiB`}},
 		{"nats leafnodes without a domain", ModeServe, func(c *Config) { c.NATS.LeafNodes.Listen = "0.0.0.0:7422" },
@@ -168,7 +180,7 @@ func TestValidateErrors(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := fullConfig()
+			c := validConfig()
 			tc.mutate(&c)
 			err := c.Validate(tc.mode)
 			require.Error(t, err)
