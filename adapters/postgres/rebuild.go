@@ -194,7 +194,7 @@ func (sh *shadow) create(ctx context.Context) error {
 	s := pgx.Identifier{sh.schema}.Sanitize()
 	stmts := []string{"DROP SCHEMA IF EXISTS " + s + " CASCADE", "CREATE SCHEMA " + s}
 	for _, t := range append(sh.tables(), "projection_checkpoints") {
-		stmts = append(stmts, fmt.Sprintf("CREATE TABLE %s.%s (LIKE public.%s INCLUDING DEFAULTS INCLUDING CONSTRAINTS)", s, t, t))
+		stmts = append(stmts, fmt.Sprintf("CREATE TABLE %s.%s (LIKE public.%s INCLUDING DEFAULTS INCLUDING CONSTRAINTS) WITH (%s)", s, t, t, shadowAutovacuumOff))
 		if seed, ok := seedRows[t]; ok {
 			stmts = append(stmts, fmt.Sprintf(seed, s))
 		}
@@ -219,6 +219,15 @@ func (sh *shadow) create(ctx context.Context) error {
 	// Triggers come after the bulk replay (finish): see pinMetaTasks.
 	return nil
 }
+
+// shadowAutovacuumOff keeps autovacuum off the copies while they are built: a freshly loaded table soon passes
+// autovacuum's insert threshold, and a vacuum of it then competes with the rebuild for the cores and, holding its
+// lock, makes the next index build wait until PostgreSQL cancels it (deadlock_timeout). The finishing graph
+// analyzes every copy itself; the swap turns autovacuum back on (shadowAutovacuumReset) before they go live.
+const (
+	shadowAutovacuumOff   = "autovacuum_enabled = false, toast.autovacuum_enabled = false"
+	shadowAutovacuumReset = "RESET (autovacuum_enabled, toast.autovacuum_enabled)"
+)
 
 // pkAfterLoad are the tables whose copies are filled without their primary key, which is built afterwards with
 // the secondary indexes (an index built over loaded rows costs a fraction of maintaining it row by row):
@@ -676,6 +685,7 @@ func (sh *shadow) swap(ctx context.Context, src RebuildSource) error {
 			return err
 		}
 		for _, q := range []string{
+			fmt.Sprintf("ALTER TABLE %s.%s %s", s, t, shadowAutovacuumReset),
 			"DROP TABLE public." + t,
 			fmt.Sprintf("ALTER TABLE %s.%s SET SCHEMA public", s, t),
 		} {

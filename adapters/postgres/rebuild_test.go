@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -165,7 +166,23 @@ func TestVerifyAndRebuild(t *testing.T) {
 			}
 		}
 	}()
-	st, err := postgres.Rebuild(ctx, lf.db.OwnerDSN, "anchorage_api", lf.log, postgres.RebuildOptions{Batch: 37})
+	// While they are built, the copies are left alone by autovacuum.
+	var copyOptions []string
+	var once sync.Once
+	progress := func(string, uint64, uint64) {
+		once.Do(func() {
+			rows, err := lf.owner.Query(ctx, `SELECT c.relname || ' ' || coalesce(array_to_string(c.reloptions, ','), '') || ' toast ' || coalesce(array_to_string(tc.reloptions, ','), '-')
+				FROM pg_class c LEFT JOIN pg_class tc ON tc.oid = c.reltoastrelid
+				WHERE c.relnamespace = 'anchorage_rebuild'::regnamespace AND c.relkind = 'r' ORDER BY 1`)
+			if err == nil {
+				copyOptions, err = pgx.CollectRows(rows, pgx.RowTo[string])
+			}
+			if err != nil {
+				copyOptions = []string{err.Error()}
+			}
+		})
+	}
+	st, err := postgres.Rebuild(ctx, lf.db.OwnerDSN, "anchorage_api", lf.log, postgres.RebuildOptions{Batch: 37, Progress: progress})
 	close(stop)
 	n := <-appended
 	require.NoError(t, err)
@@ -173,6 +190,10 @@ func TestVerifyAndRebuild(t *testing.T) {
 	require.Contains(t, st.Replaced, "pins")
 	lf.waitProjected(t)
 	t.Logf("rebuild: %+v while %d pins were requested concurrently", st, n)
+	require.NotEmpty(t, copyOptions)
+	for _, o := range copyOptions {
+		require.Regexp(t, `^\S+ autovacuum_enabled=false toast (-|autovacuum_enabled=false)$`, o)
+	}
 
 	// The rebuilt tables: the tampering is gone, concurrent writes are there, and they equal a fresh verify.
 	var name *string
@@ -230,7 +251,7 @@ func TestRebuildOnly(t *testing.T) {
 	require.Empty(t, rep.Differences)
 }
 
-// schemaShape lists the public schema's indexes, constraints and triggers, by table, as definitions.
+// schemaShape lists the public schema's indexes, constraints, storage options and triggers, by table, as definitions.
 func schemaShape(t *testing.T, lf *logFixture) []string {
 	t.Helper()
 	rows, err := lf.owner.Query(context.Background(), `
@@ -238,6 +259,10 @@ SELECT 'index ' || tablename || ' ' || indexdef FROM pg_indexes WHERE schemaname
 UNION ALL
 SELECT 'constraint ' || conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid)
 FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+UNION ALL
+SELECT 'options ' || c.relname || ' ' || coalesce(array_to_string(c.reloptions, ','), '') || ' toast ' || coalesce(array_to_string(tc.reloptions, ','), '')
+FROM pg_class c LEFT JOIN pg_class tc ON tc.oid = c.reltoastrelid
+WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'i')
 UNION ALL
 SELECT 'trigger ' || tgrelid::regclass::text || ' ' || pg_get_triggerdef(oid)
 FROM pg_trigger WHERE NOT tgisinternal AND tgrelid::regclass::text NOT LIKE '%.%'
