@@ -33,6 +33,15 @@ func sameAsSlow(t *testing.T, body []byte) (fast bool) {
 	if !ok || !reflect.DeepEqual(tenv, senv) || !reflect.DeepEqual(tev, sev) {
 		t.Fatalf("fast decoder with shared strings differs on\n%s\nfast: %#v %#v\nslow: %#v %#v", body, tenv, tev, senv, sev)
 	}
+	// Owned body: the same result; only Data is a part of body.
+	buf = bytes.Clone(body)
+	oenv, oev, ok := fastUnmarshalSharing(buf, shareBody)
+	if !ok || !reflect.DeepEqual(oenv, senv) || !reflect.DeepEqual(oev, sev) {
+		t.Fatalf("fast decoder with an owned body differs on\n%s\nfast: %#v %#v\nslow: %#v %#v", body, oenv, oev, senv, sev)
+	}
+	if len(oenv.Data) > 0 && cap(oenv.Data) != len(oenv.Data) {
+		t.Fatalf("Data of an owned body can grow into the rest of it: len %d cap %d", len(oenv.Data), cap(oenv.Data))
+	}
 	// Decode of the payload alone too.
 	dev, ok := fastDecode(env.Type, env.Version, env.Data)
 	if !ok || !reflect.DeepEqual(dev, sev) {
@@ -131,6 +140,19 @@ func TestFastDecodeMatches(t *testing.T) {
 	}
 }
 
+// UnmarshalOwned decodes as Unmarshal does, on the fast path and off it.
+func TestUnmarshalOwned(t *testing.T) {
+	bodies := goldenBodies(t)
+	bodies["slow"] = []byte(`{"data":{"org_id":"o","request_id":"r"},"type":"pin.removed","v":1,"id":"i"}`)
+	for name, body := range bodies {
+		env, ev, err := Unmarshal(body)
+		oenv, oev, oerr := UnmarshalOwned(bytes.Clone(body))
+		if (err == nil) != (oerr == nil) || !reflect.DeepEqual(env, oenv) || !reflect.DeepEqual(ev, oev) {
+			t.Fatalf("%s: UnmarshalOwned gives %#v %#v %v, Unmarshal %#v %#v %v", name, oenv, oev, oerr, env, ev, err)
+		}
+	}
+}
+
 func FuzzFastDecode(f *testing.F) {
 	for _, b := range goldenBodies(f) {
 		f.Add(b)
@@ -148,6 +170,20 @@ func BenchmarkUnmarshal(b *testing.B) {
 		b.Run(strings.TrimSuffix(name, ".json")+"/fast", func(b *testing.B) {
 			for b.Loop() {
 				if _, _, err := Unmarshal(body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(strings.TrimSuffix(name, ".json")+"/transient", func(b *testing.B) {
+			for b.Loop() {
+				if _, _, err := UnmarshalTransient(body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(strings.TrimSuffix(name, ".json")+"/owned", func(b *testing.B) {
+			for b.Loop() {
+				if _, _, err := UnmarshalOwned(body); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -43,7 +43,7 @@ func BenchmarkAppend(b *testing.B) {
 	}
 }
 
-// BenchmarkReplay measures reading and decoding the whole log in order (what a rebuild or an export reads),
+// BenchmarkReplay measures reading (raw) and reading and decoding (decoded) the whole log in order (what a rebuild or an export reads),
 // over a log of 200,000 realistic pin events (request, placement, observation), through an in-process client
 // connection and through TCP loopback (as the admin CLI reads a running node's log).
 func BenchmarkReplay(b *testing.B) {
@@ -79,8 +79,35 @@ func BenchmarkReplay(b *testing.B) {
 	defer nc.Close()
 	remote, err := natsjs.OpenRemoteLog(ctx, nc, natsjs.LogConfig{})
 	require.NoError(b, err)
-	// Raw: the stream's own read rate (ordered consumer, no decoding), the ceiling for everything below.
-	b.Run("raw", func(b *testing.B) {
+	// Raw: the stream's own read rate (ReadRawUntil: every message with its sequence, subject, headers and body,
+	// nothing decoded), the ceiling for everything below.
+	for _, tc := range []struct {
+		name string
+		log  *natsjs.EventLog
+	}{{"raw/in-process", l}, {"raw/loopback", remote}} {
+		b.Run(tc.name, func(b *testing.B) {
+			n, bytes := 0, 0
+			for b.Loop() {
+				next := uint64(1)
+				require.NoError(b, tc.log.ReadRawUntil(ctx, 1, head, nil, 5000, func(msgs []natsjs.RawMsg) error {
+					for _, m := range msgs {
+						if m.Seq != next {
+							return fmt.Errorf("sequence %d after %d", m.Seq, next-1)
+						}
+						next++
+						bytes += len(m.Data)
+					}
+					return nil
+				}))
+				require.Equal(b, head+1, next)
+				n += int(head)
+			}
+			b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "events/s")
+			b.ReportMetric(float64(bytes)/float64(n), "body-B/event")
+		})
+	}
+	// The ordered consumer's message iterator with Metadata per message (as the export reads), for comparison.
+	b.Run("raw/iterator-metadata", func(b *testing.B) {
 		n := 0
 		for b.Loop() {
 			cons, err := l.JetStream().OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{})
