@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/anchorage-pin/anchorage/domain"
@@ -70,10 +71,14 @@ type WorkerConfig struct {
 	// pins in milliseconds, and in well under a second even when Kubo is saturated; reporting pinning for it
 	// would only double the events (and their fsyncs and projection work) when the node is busiest.
 	PinningDelay time.Duration
-	// ReportDelay: the reporter waits this long after a status report for more before appending them together
-	// (default 25 ms; negative: append at once). Pins finish one at a time (Kubo serialises them), so without
-	// it nearly every report was an append of its own, each waiting for an fsync of the event log: a steady
-	// stream of fsyncs competing with the ones Kubo makes, one after another under its pinner lock, for every pin.
+	// ReportDelay: the reporter waits up to this long after a status report for more before appending them
+	// together (default 100 ms; negative: append at once), and at most 2 x Concurrency reports. Pins finish one
+	// at a time (Kubo serialises them), so without it nearly every report was an append of its own, each waiting
+	// for an fsync of the event log: a steady stream of fsyncs competing with the ones Kubo makes, one after
+	// another under its pinner lock, for every pin (at 25 ms, about 22 event-log fsyncs a second while Kubo
+	// pinned 400-500/s; at 100 ms, about 8). It waits only while more reports can come: once no pin is in
+	// progress or waiting for a slot, what it holds is appended at once, so the last pin of a burst, or a lone
+	// pin, is not held back.
 	ReportDelay time.Duration
 	// Unavailable reports errors meaning Kubo is down (retry later) rather than that the pin failed.
 	Unavailable func(error) bool
@@ -100,9 +105,12 @@ type Worker struct {
 	// resumeOrigins are the origins of unfinished placements found by rebuild, for resume.
 	resumeOrigins map[PinRef][]string
 	jobs          sync.WaitGroup
-	synced        bool
-	ctx           context.Context // the Run context: jobs stop with it
-	reports       chan report
+	// busy counts placements between the start of their job (including the wait for a pin slot) and their final
+	// report being queued: while it is above zero more reports are on their way.
+	busy    atomic.Int64
+	synced  bool
+	ctx     context.Context // the Run context: jobs stop with it
+	reports chan report
 	// reportsMu guards sending on reports against its close at shutdown (a delayed pinning report can fire late).
 	reportsMu     sync.RWMutex
 	reportsClosed bool
@@ -126,7 +134,7 @@ func NewWorker(src WorkerSource, pinner Pinner, cfg WorkerConfig) *Worker {
 	cfg.Concurrency = cmp.Or(cfg.Concurrency, 16)
 	cfg.PinTimeout = cmp.Or(cfg.PinTimeout, 10*time.Minute)
 	cfg.PinningDelay = cmp.Or(cfg.PinningDelay, time.Second)
-	cfg.ReportDelay = cmp.Or(cfg.ReportDelay, 25*time.Millisecond)
+	cfg.ReportDelay = cmp.Or(cfg.ReportDelay, 100*time.Millisecond)
 	cfg.Logger = cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
 	if cfg.Unavailable == nil {
 		cfg.Unavailable = func(error) bool { return false }
@@ -210,13 +218,15 @@ type report struct {
 
 // reporter appends observations in batches (pipelined, sharing fsyncs) so a pin slot is free as soon as Kubo
 // answers, not after its report's fsync; each delivery is acknowledged only once its report is durable. A batch
-// collects what arrives within ReportDelay of its first report.
+// collects what arrives within ReportDelay of its first report while other pins are under way (see busy).
 func (w *Worker) reporter() {
-	batch := make([]report, 0, 256)
+	// At most twice the pin slots per append: the reports held unacknowledged, plus the pins in flight, stay
+	// below the consumer's ack limit (4 x Concurrency), so a long ReportDelay never stops deliveries.
+	batch := make([]report, 0, max(2*w.cfg.Concurrency, 16))
 	for r := range w.reports {
 		var t *time.Timer
 		var timeout <-chan time.Time // nil: take only what is already queued
-		if w.cfg.ReportDelay > 0 {
+		if w.cfg.ReportDelay > 0 && w.busy.Load() > 0 {
 			t = time.NewTimer(w.cfg.ReportDelay)
 			timeout = t.C
 		}
@@ -263,6 +273,9 @@ func (w *Worker) collect(batch []report, timeout <-chan time.Time) []report {
 			return batch
 		}
 		batch = append(batch, r)
+		if timeout != nil && w.busy.Load() == 0 {
+			return batch // no more pins are under way: nothing else to wait for
+		}
 	}
 	return batch
 }
@@ -413,6 +426,7 @@ func (w *Worker) startLocked(d Delivery, ref PinRef, rec events.Record, e events
 	w.mu.Unlock()
 
 	w.jobs.Add(1)
+	w.busy.Add(1)
 	w.sem <- struct{}{}
 	go func() {
 		defer w.jobs.Done()
@@ -423,6 +437,9 @@ func (w *Worker) startLocked(d Delivery, ref PinRef, rec events.Record, e events
 }
 
 func (w *Worker) pin(ctx context.Context, d Delivery, ref PinRef, rec events.Record, e events.PinPlaced, st *placementState) {
+	// No longer busy once the final report is queued (or there is none to make).
+	idle := sync.OnceFunc(func() { w.busy.Add(-1) })
+	defer idle()
 	// Redelivered (a worker stopped mid-pin): if the outcome was already reported, do nothing twice.
 	if d.Attempt() > 1 && w.reported(ctx, ref, rec.Seq) {
 		w.finish(ref, rec.Seq, true)
@@ -486,6 +503,7 @@ func (w *Worker) pin(ctx context.Context, d Delivery, ref PinRef, rec events.Rec
 		status = "failed"
 		info["status_details"] = "kubo could not pin " + e.CID + ": " + err.Error()
 	}
+	idle()
 	w.enqueue(ref, rec.Seq, e.CID, status, info, func(ok bool) {
 		if !ok {
 			w.retries.Inc()
@@ -740,14 +758,18 @@ func (w *Worker) Replay(ctx context.Context) (ReplayStats, error) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, it := range items {
+		w.busy.Add(1)
 		select {
 		case w.sem <- struct{}{}:
 		case <-ctx.Done():
+			w.busy.Add(-1)
 			wg.Wait()
 			return stats, ctx.Err()
 		}
 		wg.Go(func() {
 			defer func() { <-w.sem }()
+			idle := sync.OnceFunc(func() { w.busy.Add(-1) })
+			defer idle()
 			pctx, cancel := context.WithTimeout(ctx, w.cfg.PinTimeout)
 			defer cancel()
 			// The repo's blocks are gone: fetch from where the placement said they are (its origins).
@@ -764,6 +786,7 @@ func (w *Worker) Replay(ctx context.Context) (ReplayStats, error) {
 				info["dag_size"] = strconv.FormatUint(size, 10)
 			}
 			done := make(chan bool, 1)
+			idle()
 			w.enqueue(it.ref, it.seq, it.cid, status, info, func(ok bool) { done <- ok })
 			<-done
 			mu.Lock()

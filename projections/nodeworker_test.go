@@ -214,3 +214,36 @@ func TestWorkerBatchesReports(t *testing.T) {
 	defer src.mu.Unlock()
 	assert.LessOrEqual(t, len(src.appends), 2, "20 reports within a second of the first go in one or two appends")
 }
+
+// The reporter holds reports back only while more are on their way: the last pin of a burst (here the only
+// one) is reported at once, not after ReportDelay.
+func TestWorkerReportsAtOnceWhenNothingElseIsUnderWay(t *testing.T) {
+	t.Parallel()
+	src := &workerSource{terms: []events.Record{termStart(1, 1)}, lastSeq: 10,
+		placements: []events.Record{placement(10, 1, "only")}}
+	p := &recordingPinner{}
+	start := time.Now()
+	runWorkerUntil(t, projections.NewWorker(src, p, projections.WorkerConfig{NodeID: "n1", Concurrency: 4, ReportDelay: time.Hour}), src, 1)
+	assert.Less(t, time.Since(start), 5*time.Second, "reported without waiting for ReportDelay")
+	assert.Len(t, src.observed(t), 1)
+}
+
+// A long ReportDelay never holds more than 2 x Concurrency reports: with the pins in flight they stay below the
+// consumer's ack limit (4 x Concurrency), which would otherwise stop deliveries until the delay ran out.
+func TestWorkerCapsAReportBatch(t *testing.T) {
+	t.Parallel()
+	src := &workerSource{terms: []events.Record{termStart(1, 1)}, lastSeq: 60}
+	for seq := uint64(21); seq <= 60; seq++ {
+		src.placements = append(src.placements, placement(seq, 1, "r"+string(rune('A'+seq-21))))
+	}
+	p := &recordingPinner{each: time.Millisecond}
+	start := time.Now()
+	runWorkerUntil(t, projections.NewWorker(src, p, projections.WorkerConfig{NodeID: "n1", Concurrency: 8, ReportDelay: time.Hour}), src, 40)
+	assert.Less(t, time.Since(start), 5*time.Second, "full batches and the last one went out without waiting for ReportDelay")
+	assert.Len(t, src.observed(t), 40)
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	for _, batch := range src.appends {
+		assert.LessOrEqual(t, len(batch), 16, "at most 2 x Concurrency reports per append")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"mime/multipart"
@@ -28,6 +29,9 @@ func (n *node) placementBench(count, workers int) error {
 	api := n.kuboAPI()
 	if api == "" {
 		return fmt.Errorf("no ANCHORAGE_KUBO_API in dev.env")
+	}
+	if os.Getenv("ANCHORAGE_LOAD_CONTENTION") != "" {
+		return n.contentionBench(ctx, api, count, workers)
 	}
 	blocks, err := putBlocks(ctx, api, count)
 	if err != nil {
@@ -58,12 +62,22 @@ func (n *node) placementBench(count, workers int) error {
 	}
 	wg.Wait()
 	posted := time.Since(start)
+	tail := os.Getenv("ANCHORAGE_LOAD_TAIL") != "" // diagnostic: when the worker's reports were all durable
+	var durable time.Duration
 	for {
+		if tail && durable == 0 {
+			if v, _ := n.gaugePrefix("anchorage_worker_pins_total"); v >= float64(count) {
+				durable = time.Since(start)
+			}
+		}
 		c, err := n.count("status=pinned")
 		if err != nil {
 			return err
 		}
 		if c >= int64(count) {
+			if tail {
+				fmt.Printf("tail: worker reports durable after %s, all visible as pinned after %s\n", durable.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+			}
 			break
 		}
 		if time.Since(start) > 10*time.Minute {
@@ -239,4 +253,74 @@ func (n *node) gaugePrefix(name string) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("%s not in /metrics", name)
+}
+
+// contentionBench (ANCHORAGE_LOAD_CONTENTION=1, a diagnostic) pins count fresh blocks with Kubo alone (32 in
+// flight) while workers clients POST count pins of CIDs nobody has with placement paused: how much the POST
+// path alone (its fsyncs and projection work) slows Kubo, with no scheduler or worker work at all.
+func (n *node) contentionBench(ctx context.Context, api string, count, workers int) error {
+	bin := flag.Lookup("bin").Value.String()
+	if err := n.admin(bin, "maintenance", "on", "--reason", "contention bench"); err != nil {
+		return err
+	}
+	defer func() { _ = n.admin(bin, "maintenance", "off") }()
+	for round := 0; round < 2; round++ {
+		fresh, err := putBlocks(ctx, api, count)
+		if err != nil {
+			return err
+		}
+		kc, err := kubo.New(api, 32)
+		if err != nil {
+			return err
+		}
+		t0 := time.Now()
+		var postDone atomic.Int64 // ns since t0 when the POSTs ended (0: still running or none)
+		var pinsDuringPosts atomic.Int64
+		var pinned atomic.Int64
+		var wg sync.WaitGroup
+		if round == 1 {
+			var next atomic.Int64
+			var pw sync.WaitGroup
+			for w := 0; w < workers; w++ {
+				pw.Go(func() {
+					for int(next.Add(1)) <= count {
+						req, _ := n.post(fmt.Sprintf(`{"cid":%q}`, randomCID()))
+						if resp, err := n.client.Do(req); err == nil {
+							resp.Body.Close()
+						}
+					}
+				})
+			}
+			wg.Go(func() {
+				pw.Wait()
+				postDone.Store(int64(time.Since(t0)))
+				pinsDuringPosts.Store(pinned.Load())
+			})
+		}
+		var i atomic.Int64
+		for w := 0; w < 32; w++ {
+			wg.Go(func() {
+				for {
+					k := int(i.Add(1)) - 1
+					if k >= len(fresh) {
+						return
+					}
+					if _, err := kc.Pin(ctx, fresh[k], ""); err == nil {
+						pinned.Add(1)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		total := time.Since(t0)
+		if round == 0 {
+			fmt.Printf("%-40s %8.0f pins/s\n", "Kubo alone, 32 in flight", float64(count)/total.Seconds())
+			continue
+		}
+		pd := time.Duration(postDone.Load())
+		fmt.Printf("%-40s %8.0f pins/s over all; %d pinned while the POSTs ran (%s, %.0f pins/s), %.0f pins/s after\n",
+			"Kubo, 32 in flight, under POSTs", float64(count)/total.Seconds(), pinsDuringPosts.Load(), pd.Round(time.Millisecond),
+			float64(pinsDuringPosts.Load())/pd.Seconds(), float64(int64(count)-pinsDuringPosts.Load())/(total-pd).Seconds())
+	}
+	return nil
 }
