@@ -184,3 +184,40 @@ func TestReadRawUntilConnectionClosed(t *testing.T) {
 		t.Fatal("ReadRawUntil still waits 20s after its connection closed")
 	}
 }
+
+// When the ordered consumer is reset under the read (here: its consumer deleted on the server, as an operator or
+// a server restart might), the read resumes where it was: nothing lost, nothing repeated, still in order.
+func TestReadRawUntilSurvivesConsumerReset(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	l, _ := rawLog(t, 1000) // sequences 1..2000
+	stream, err := l.JetStream().Stream(ctx, events.StreamName)
+	require.NoError(t, err)
+	var got []uint64
+	deleted := 0
+	start := time.Now()
+	require.NoError(t, l.ReadRawUntil(ctx, 1, 2000, nil, 50, func(b []natsjs.RawMsg) error {
+		for _, m := range b {
+			got = append(got, m.Seq)
+		}
+		if deleted == 0 && len(got) >= 300 {
+			names := stream.ConsumerNames(ctx)
+			for n := range names.Name() {
+				if err := stream.DeleteConsumer(ctx, n); err != nil {
+					return err
+				}
+				deleted++
+			}
+			if err := names.Err(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	require.Positive(t, deleted, "the read's consumer was found and deleted")
+	require.Len(t, got, 2000)
+	for i, s := range got {
+		require.Equal(t, uint64(i+1), s)
+	}
+	t.Logf("read 2000 messages across a consumer reset in %s", time.Since(start).Round(time.Millisecond))
+}
