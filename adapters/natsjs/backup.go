@@ -215,13 +215,9 @@ func (l *EventLog) Export(ctx context.Context, w io.Writer, progress func(done, 
 }
 
 func (l *EventLog) exportMessages(ctx context.Context, st jetstream.StreamState, w io.Writer, stats *ExportStats, progress func(done, total uint64)) error {
-	cons, err := l.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:       st.FirstSeq,
-		InactiveThreshold: time.Minute,
-	})
+	cons, err := l.orderedFrom(ctx, st.FirstSeq, nil)
 	if err != nil {
-		return fmt.Errorf("natsjs: export: ordered consumer: %w", err)
+		return fmt.Errorf("natsjs: export: %w", err)
 	}
 	it, err := cons.Messages(jetstream.PullMaxBytes(exportPullBuffer))
 	if err != nil {

@@ -55,14 +55,9 @@ func (l *EventLog) ReadBatches(ctx context.Context, from uint64, filters []strin
 		opts.MaxBatch = 4000
 	}
 	server, local := consumerFilters(filters)
-	cons, err := l.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects:    server,
-		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:       from,
-		InactiveThreshold: time.Minute,
-	})
+	cons, err := l.orderedFrom(ctx, from, server)
 	if err != nil {
-		return fmt.Errorf("natsjs: ordered consumer: %w", err)
+		return fmt.Errorf("natsjs: %w", err)
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(2 * opts.MaxBatch))
 	if err != nil {
@@ -269,14 +264,9 @@ func (l *EventLog) ReadRawUntil(ctx context.Context, from, until uint64, filters
 		maxBatch = 1000
 	}
 	server, local := consumerFilters(filters)
-	cons, err := l.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects:    server,
-		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:       from,
-		InactiveThreshold: time.Minute,
-	})
+	cons, err := l.orderedFrom(ctx, from, server)
 	if err != nil {
-		return fmt.Errorf("natsjs: ordered consumer: %w", err)
+		return fmt.Errorf("natsjs: %w", err)
 	}
 	info, err := cons.Info(ctx)
 	if err != nil {
@@ -391,6 +381,20 @@ func (l *EventLog) ReadRawUntil(ctx context.Context, from, until uint64, filters
 			return err
 		}
 	}
+}
+
+// orderedFrom creates an ordered consumer of the messages matching filters (all when empty) from sequence from.
+func (l *EventLog) orderedFrom(ctx context.Context, from uint64, filters []string) (jetstream.Consumer, error) {
+	cons, err := l.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects:    filters,
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       from,
+		InactiveThreshold: time.Minute,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ordered consumer: %w", err)
+	}
+	return cons, nil
 }
 
 // consumerFilters splits a reader's subject filters into those the consumer gets (server) and those the reader

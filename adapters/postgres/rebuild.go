@@ -107,6 +107,9 @@ type shadow struct {
 	// moves with its own events, and a projection with few (orgs, tokens) would otherwise have the log read again
 	// from its last one.
 	seen map[string]uint64
+	// indexes are the live tables' indexes as recreated on the copies: read once by create, which builds the
+	// early ones, and built by finish.
+	indexes []indexDef
 }
 
 func newShadow(ctx context.Context, ownerDSN, apiRole, schema string, opts RebuildOptions) (*shadow, error) {
@@ -205,11 +208,11 @@ func (sh *shadow) create(ctx context.Context) error {
 		}
 	}
 	// Primary keys now: the projectors' upserts need them.
-	defs, err := sh.indexDefs(ctx)
-	if err != nil {
+	var err error
+	if sh.indexes, err = sh.indexDefs(ctx); err != nil {
 		return err
 	}
-	for _, x := range defs {
+	for _, x := range sh.indexes {
 		if x.early() {
 			if err := x.create(ctx, sh.owner, sh.schema); err != nil {
 				return err
@@ -361,10 +364,7 @@ type finishTask struct {
 // primary keys and every secondary index, then statistics; finally the live tables' triggers join the copies
 // (they keep pin_meta in step with pins from here on, through the catch-ups).
 func (sh *shadow) finish(ctx context.Context) error {
-	defs, err := sh.indexDefs(ctx)
-	if err != nil {
-		return err
-	}
+	defs := slices.Clone(sh.indexes)
 	s := pgx.Identifier{sh.schema}.Sanitize()
 	exec := func(q string) func(context.Context, *pgxpool.Conn) error {
 		return func(ctx context.Context, c *pgxpool.Conn) error {

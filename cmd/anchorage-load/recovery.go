@@ -137,38 +137,41 @@ func (s replayStats) String() string {
 // replayRaw reads the whole log with ReadRawUntil: every message, checked to arrive with contiguous sequences
 // from 1 to head, its body bytes counted.
 func replayRaw(ctx context.Context, log *natsjs.EventLog, head uint64, server int) (replayStats, error) {
-	var s replayStats
-	next := uint64(1)
-	cpu0, srv0, t0 := processCPU(), pidCPU(server), time.Now()
-	err := log.ReadRawUntil(ctx, 1, head, nil, 5000, func(msgs []natsjs.RawMsg) error {
-		for _, m := range msgs {
-			if m.Seq != next {
-				return fmt.Errorf("raw replay: sequence %d after %d", m.Seq, next-1)
+	return timedReplay(head, server, "raw replay: %d events read, the log holds %d", func(s *replayStats) error {
+		next := uint64(1)
+		return log.ReadRawUntil(ctx, 1, head, nil, 5000, func(msgs []natsjs.RawMsg) error {
+			for _, m := range msgs {
+				if m.Seq != next {
+					return fmt.Errorf("raw replay: sequence %d after %d", m.Seq, next-1)
+				}
+				next++
+				s.bytes += uint64(len(m.Data))
 			}
-			next++
-			s.bytes += uint64(len(m.Data))
-		}
-		s.events += uint64(len(msgs))
-		return nil
+			s.events += uint64(len(msgs))
+			return nil
+		})
 	})
-	s.took, s.cpu, s.server = time.Since(t0), processCPU()-cpu0, pidCPU(server)-srv0
-	if err == nil && s.events != head {
-		err = fmt.Errorf("raw replay: %d events read, the log holds %d", s.events, head)
-	}
-	return s, err
 }
 
 // replayDecoded reads and decodes the whole log with ReadUntil.
 func replayDecoded(ctx context.Context, log *natsjs.EventLog, head uint64, server int) (replayStats, error) {
+	return timedReplay(head, server, "replay: %d events read and decoded, the log holds %d", func(s *replayStats) error {
+		return log.ReadUntil(ctx, 1, head, nil, 5000, func(recs []events.Record) error {
+			s.events += uint64(len(recs))
+			return nil
+		})
+	})
+}
+
+// timedReplay times read, which counts what it reads into the stats, with this process's CPU and the node's
+// (pid server), and checks that it read the whole log (short: the error's format, given the count and head).
+func timedReplay(head uint64, server int, short string, read func(*replayStats) error) (replayStats, error) {
 	var s replayStats
 	cpu0, srv0, t0 := processCPU(), pidCPU(server), time.Now()
-	err := log.ReadUntil(ctx, 1, head, nil, 5000, func(recs []events.Record) error {
-		s.events += uint64(len(recs))
-		return nil
-	})
+	err := read(&s)
 	s.took, s.cpu, s.server = time.Since(t0), processCPU()-cpu0, pidCPU(server)-srv0
 	if err == nil && s.events != head {
-		err = fmt.Errorf("replay: %d events read and decoded, the log holds %d", s.events, head)
+		err = fmt.Errorf(short, s.events, head)
 	}
 	return s, err
 }
