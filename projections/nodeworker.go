@@ -108,7 +108,6 @@ type Worker struct {
 	// busy counts placements between the start of their job (including the wait for a pin slot) and their final
 	// report being queued: while it is above zero more reports are on their way.
 	busy    atomic.Int64
-	synced  bool
 	ctx     context.Context // the Run context: jobs stop with it
 	reports chan report
 	// reportsMu guards sending on reports against its close at shutdown (a delayed pinning report can fire late).
@@ -287,7 +286,10 @@ func (w *Worker) rebuild(ctx context.Context) error {
 	if err := w.loadTerms(ctx, 0); err != nil {
 		return err
 	}
+	// Under w.mu: presence reads the state (Placed) while the worker starts.
 	_, err := w.src.LastPerSubject(ctx, events.NodePlacements(w.cfg.NodeID), func(r events.Record) error {
+		w.mu.Lock()
+		defer w.mu.Unlock()
 		switch e := r.Event.(type) {
 		case events.PinPlaced:
 			if w.terms.valid(r.Seq, e.Term) {
@@ -307,7 +309,6 @@ func (w *Worker) rebuild(ctx context.Context) error {
 		}
 		return nil
 	})
-	w.synced = true
 	return err
 }
 

@@ -2,6 +2,8 @@ package projections_test
 
 import (
 	"context"
+	"fmt"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 // records what the worker reads and appends.
 type workerSource struct {
 	placements []events.Record
+	current    []events.Record // the last event of each placement subject, as the worker reads them at start
 	terms      []events.Record
 	lastSeq    uint64
 
@@ -52,8 +55,13 @@ func (s *workerSource) ConsumeDurable(ctx context.Context, _ string, _ []string,
 	return nil
 }
 
-func (s *workerSource) LastPerSubject(context.Context, string, func(events.Record) error) (uint64, error) {
-	return 0, nil
+func (s *workerSource) LastPerSubject(_ context.Context, _ string, fn func(events.Record) error) (uint64, error) {
+	for _, r := range s.current {
+		if err := fn(r); err != nil {
+			return 0, err
+		}
+	}
+	return s.lastSeq, nil
 }
 
 func (s *workerSource) Load(_ context.Context, subject string) ([]events.Record, uint64, error) {
@@ -246,4 +254,24 @@ func TestWorkerCapsAReportBatch(t *testing.T) {
 	for _, batch := range src.appends {
 		assert.LessOrEqual(t, len(batch), 16, "at most 2 x Concurrency reports per append")
 	}
+}
+
+// Presence counts the node's placements (Placed) while the worker is still rebuilding them at start: both go
+// through the worker's lock (the race detector caught the rebuild writing its state without it).
+func TestWorkerPlacedDuringRebuild(t *testing.T) {
+	t.Parallel()
+	const n = 3000
+	src := &workerSource{terms: []events.Record{termStart(1, 1)}, lastSeq: n + 1}
+	for i := range n {
+		src.current = append(src.current, placement(uint64(i+2), 1, fmt.Sprintf("r%d", i)))
+	}
+	w := projections.NewWorker(src, &recordingPinner{}, projections.WorkerConfig{NodeID: "n1", Concurrency: 2})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	for deadline := time.Now().Add(10 * time.Second); w.Placed() != n; runtime.Gosched() { // read as often as possible
+		require.True(t, time.Now().Before(deadline), "the rebuilt state never held the %d placements", n)
+	}
+	cancel()
+	require.NoError(t, <-done)
 }
