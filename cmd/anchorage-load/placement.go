@@ -33,6 +33,9 @@ func (n *node) placementBench(count, workers int) error {
 	if os.Getenv("ANCHORAGE_LOAD_CONTENTION") != "" {
 		return n.contentionBench(ctx, api, count, workers)
 	}
+	if err := n.requirePlacing(); err != nil {
+		return err
+	}
 	blocks, err := putBlocks(ctx, api, count)
 	if err != nil {
 		return err
@@ -321,6 +324,27 @@ func (n *node) contentionBench(ctx context.Context, api string, count, workers i
 		fmt.Printf("%-40s %8.0f pins/s over all; %d pinned while the POSTs ran (%s, %.0f pins/s), %.0f pins/s after\n",
 			"Kubo, 32 in flight, under POSTs", float64(count)/total.Seconds(), pinsDuringPosts.Load(), pd.Round(time.Millisecond),
 			float64(pinsDuringPosts.Load())/pd.Seconds(), float64(int64(count)-pinsDuringPosts.Load())/(total-pd).Seconds())
+	}
+	return nil
+}
+
+// requirePlacing refuses a node whose placement is paused. A data dir kept (-keep) from an earlier run is left in
+// maintenance with that run's random, unfetchable CIDs queued: the pins POSTed now would never be placed, and
+// resuming would set the worker fetching the old ones until their timeout, so the figures would mean nothing.
+func (n *node) requirePlacing() error {
+	var on float64
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		// The gauge appears once the scheduler has read its state.
+		if on, err = n.gauge("anchorage_scheduler_maintenance"); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	switch {
+	case err != nil:
+		return fmt.Errorf("placement benchmark: cannot tell whether placement is paused: %w", err)
+	case on != 0:
+		return fmt.Errorf("placement benchmark: placement is paused on %s (an earlier run with -keep leaves its data dir in maintenance, with its unfetchable test pins queued); use a fresh -data-dir, or -placement 0", n.dir)
 	}
 	return nil
 }
