@@ -81,11 +81,16 @@ func TestProjectorKilledMidBatch(t *testing.T) {
 
 	for _, kill := range []int{1, 2, 3} {
 		// Fresh work for every round: the rounds before may have projected the whole log before a batch long
-		// enough to be cut off came.
-		for range 20 {
+		// enough to be cut off came. Requests alone make batches of three statements (checkpoint, insert, org
+		// state), too few to cut after the third; a removal among them adds the delete and its placements'.
+		for i := range 20 {
 			id := uuid.NewString()
 			lf.append(t, events.PinSubject(orgA, id), events.PinRequested{OrgID: orgA, RequestID: id, CID: cids[0], Created: time.Now()})
 			extra++
+			if i%4 == 3 {
+				lf.append(t, events.PinSubject(orgA, id), events.PinRemoved{OrgID: orgA, RequestID: id})
+				extra--
+			}
 		}
 		runCtx, cancel := context.WithCancel(ctx)
 		tracer := &killMidBatch{kill: kill, cancel: cancel, ran: map[*pgx.Conn]int{}}
