@@ -3,7 +3,6 @@ package natsjs
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -20,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/anchorage-pin/anchorage/events"
+	"github.com/klauspost/compress/gzip"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -178,7 +178,9 @@ func (l *EventLog) Export(ctx context.Context, w io.Writer, progress func(done, 
 	if err != nil {
 		return ExportStats{}, err
 	}
-	bw := bufio.NewWriterSize(zw, 256<<10)
+	// Formatting and hashing the lines here, compressing and writing them on another goroutine.
+	bw := newAsyncWriter(zw, 256<<10, 4)
+	defer bw.Close()
 	lw := &exportLineWriter{w: bw, h: sha256.New()}
 	enc := json.NewEncoder(lw)
 	enc.SetEscapeHTML(false)
@@ -202,7 +204,7 @@ func (l *EventLog) Export(ctx context.Context, w io.Writer, progress func(done, 
 	if err := enc.Encode(exportTrailer{End: ExportFormat, Messages: stats.Messages, LastSeq: hdr.LastSeq, SHA256: stats.SHA256}); err != nil {
 		return stats, fmt.Errorf("natsjs: export: %w", err)
 	}
-	if err := bw.Flush(); err != nil {
+	if err := bw.Close(); err != nil {
 		return stats, fmt.Errorf("natsjs: export: write: %w", err)
 	}
 	if err := zw.Close(); err != nil {
