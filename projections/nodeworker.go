@@ -3,11 +3,13 @@ package projections
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -100,10 +102,12 @@ type Worker struct {
 	terms termFence
 	// termsThrough: terms holds every term start with a sequence below this one.
 	termsThrough uint64
-	state        map[PinRef]*placementState
-	refs         map[string]int // live placements per CID (by multihash)
+	// state and refs hold a node's whole pin set (a million entries on a node with a million pins), so their keys
+	// are compact values rather than strings (BenchmarkWorkerStateMemory).
+	state map[pinKey]*placementState
+	refs  map[cidKey]int32 // live placements per CID (by multihash)
 	// resumeOrigins are the origins of unfinished placements found by rebuild, for resume.
-	resumeOrigins map[PinRef][]string
+	resumeOrigins map[pinKey][]string
 	jobs          sync.WaitGroup
 	// busy counts placements between the start of their job (including the wait for a pin slot) and their final
 	// report being queued: while it is above zero more reports are on their way.
@@ -121,11 +125,50 @@ type Worker struct {
 
 type placementState struct {
 	seq    uint64 // the latest placement decision applied (placed or unplaced)
-	live   bool
-	cid    string
-	key    string // cid multihash
-	done   bool   // a final status was reported for this placement
+	cid    string // as placed; "" when not live
 	cancel context.CancelFunc
+	live   bool
+	done   bool // a final status was reported for this placement
+}
+
+// pinKey identifies a pin request in the worker's maps: its two IDs as UUIDs when both are UUIDs in canonical
+// form (anchorage makes them so), else the IDs themselves (ids: the length of the org ID, ':', both IDs).
+type pinKey struct {
+	org, req uuid.UUID
+	ids      string
+}
+
+func keyOf(ref PinRef) pinKey {
+	org, err1 := uuid.Parse(ref.OrgID)
+	req, err2 := uuid.Parse(ref.RequestID)
+	if err1 != nil || err2 != nil || org.String() != ref.OrgID || req.String() != ref.RequestID {
+		return pinKey{ids: strconv.Itoa(len(ref.OrgID)) + ":" + ref.OrgID + ref.RequestID}
+	}
+	return pinKey{org: org, req: req}
+}
+
+func (k pinKey) ref() PinRef {
+	if n, ids, ok := strings.Cut(k.ids, ":"); ok {
+		if l, err := strconv.Atoi(n); err == nil && l <= len(ids) {
+			return PinRef{ids[:l], ids[l:]}
+		}
+	}
+	return PinRef{k.org.String(), k.req.String()}
+}
+
+// cidKey identifies a CID's content whatever its spelling: its multihash's SHA-256 digest when the multihash is a
+// SHA-256 one (nearly all), else the SHA-256 of the multihash (or of the string, for one that does not parse).
+type cidKey [32]byte
+
+func keyOfCID(c string) cidKey {
+	pc, err := domain.ParseCID(c)
+	if err != nil {
+		return sha256.Sum256([]byte(c))
+	}
+	if len(pc.Key) == 34 && pc.Key[0] == 0x12 && pc.Key[1] == 0x20 { // sha2-256, 32 bytes
+		return cidKey(pc.Key[2:])
+	}
+	return sha256.Sum256(pc.Key)
 }
 
 // NewWorker builds a node worker.
@@ -148,7 +191,7 @@ func NewWorker(src WorkerSource, pinner Pinner, cfg WorkerConfig) *Worker {
 	f := promauto.With(reg)
 	return &Worker{
 		src: src, pinner: pinner, cfg: cfg, lg: cfg.Logger.With("component", "worker", "node", cfg.NodeID),
-		sem: make(chan struct{}, cfg.Concurrency), state: map[PinRef]*placementState{}, refs: map[string]int{}, resumeOrigins: map[PinRef][]string{},
+		sem: make(chan struct{}, cfg.Concurrency), state: map[pinKey]*placementState{}, refs: map[cidKey]int32{}, resumeOrigins: map[pinKey][]string{},
 		pinned:     f.NewCounter(prometheus.CounterOpts{Name: "anchorage_worker_pins_total", Help: "Pins this node's worker completed."}),
 		failed:     f.NewCounter(prometheus.CounterOpts{Name: "anchorage_worker_pin_failures_total", Help: "Pins this node's worker reported failed."}),
 		unpins:     f.NewCounter(prometheus.CounterOpts{Name: "anchorage_worker_unpins_total", Help: "CIDs this node's worker unpinned from Kubo."}),
@@ -293,9 +336,9 @@ func (w *Worker) rebuild(ctx context.Context) error {
 		switch e := r.Event.(type) {
 		case events.PinPlaced:
 			if w.terms.valid(r.Seq, e.Term) {
-				w.setLive(PinRef{e.OrgID, e.RequestID}, r.Seq, e.CID, false)
+				k := w.setLive(PinRef{e.OrgID, e.RequestID}, r.Seq, e.CID, false)
 				if len(e.Origins) > 0 {
-					w.resumeOrigins[PinRef{e.OrgID, e.RequestID}] = e.Origins
+					w.resumeOrigins[k] = e.Origins
 				}
 			}
 		case events.PinStatusObserved:
@@ -304,7 +347,7 @@ func (w *Worker) rebuild(ctx context.Context) error {
 			}
 		case events.PinUnplaced:
 			if w.terms.valid(r.Seq, e.Term) {
-				w.state[PinRef{e.OrgID, e.RequestID}] = &placementState{seq: r.Seq}
+				w.setGone(PinRef{e.OrgID, e.RequestID}, r.Seq)
 			}
 		}
 		return nil
@@ -312,18 +355,35 @@ func (w *Worker) rebuild(ctx context.Context) error {
 	return err
 }
 
-func (w *Worker) setLive(ref PinRef, seq uint64, cid string, done bool) *placementState {
-	pc, err := domain.ParseCID(cid)
-	key := cid
-	if err == nil {
-		key = string(pc.Key)
+// setLive records the live placement at seq of ref (called with w.mu held) and returns ref's key.
+func (w *Worker) setLive(ref PinRef, seq uint64, cid string, done bool) pinKey {
+	k := keyOf(ref)
+	old := w.state[k]
+	if old == nil || !old.live {
+		w.refs[keyOfCID(cid)]++
+	} else if old.cid != cid {
+		w.unref(old.cid)
+		w.refs[keyOfCID(cid)]++
 	}
-	st := &placementState{seq: seq, live: true, cid: cid, key: key, done: done}
-	if old := w.state[ref]; old == nil || !old.live {
-		w.refs[key]++
+	w.state[k] = &placementState{seq: seq, live: true, cid: cid, done: done}
+	return k
+}
+
+// setGone records that ref has no live placement since seq (called with w.mu held).
+func (w *Worker) setGone(ref PinRef, seq uint64) {
+	k := keyOf(ref)
+	if old := w.state[k]; old != nil && old.live {
+		w.unref(old.cid)
 	}
-	w.state[ref] = st
-	return st
+	w.state[k] = &placementState{seq: seq}
+}
+
+// unref drops one live placement of cid from refs (called with w.mu held).
+func (w *Worker) unref(cid string) {
+	ck := keyOfCID(cid)
+	if w.refs[ck]--; w.refs[ck] <= 0 {
+		delete(w.refs, ck)
+	}
 }
 
 // loadTerms reads every term start into the fence. Called on receiving a decision at seq, it makes the fence
@@ -396,7 +456,7 @@ func (w *Worker) placed(d Delivery, rec events.Record, e events.PinPlaced) {
 		_ = d.Ack() // decided by a deposed scheduler
 		return
 	}
-	cur := w.state[ref]
+	cur := w.state[keyOf(ref)]
 	if cur != nil && (cur.seq > rec.Seq || (cur.seq == rec.Seq && cur.done)) {
 		w.mu.Unlock()
 		_ = d.Ack() // superseded, or already reported
@@ -406,7 +466,7 @@ func (w *Worker) placed(d Delivery, rec events.Record, e events.PinPlaced) {
 	if cur != nil && cur.seq == rec.Seq {
 		st = cur // a redelivery of the placement being worked on (or restored by rebuild)
 	} else {
-		st = w.setLive(ref, rec.Seq, e.CID, false)
+		st = w.state[w.setLive(ref, rec.Seq, e.CID, false)]
 	}
 	w.startLocked(d, ref, rec, e, st)
 }
@@ -526,7 +586,7 @@ func (w *Worker) pin(ctx context.Context, d Delivery, ref PinRef, rec events.Rec
 func (w *Worker) finish(ref PinRef, seq uint64, done bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if st := w.state[ref]; st != nil && st.seq == seq {
+	if st := w.state[keyOf(ref)]; st != nil && st.seq == seq {
 		st.cancel, st.done = nil, done
 	}
 }
@@ -534,7 +594,7 @@ func (w *Worker) finish(ref PinRef, seq uint64, done bool) {
 func (w *Worker) superseded(ref PinRef, seq uint64) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	st := w.state[ref]
+	st := w.state[keyOf(ref)]
 	return st == nil || st.seq != seq || !st.live
 }
 
@@ -582,7 +642,8 @@ func (w *Worker) unplaced(d Delivery, rec events.Record, e events.PinUnplaced) {
 		_ = d.Ack()
 		return
 	}
-	cur := w.state[ref]
+	k := keyOf(ref)
+	cur := w.state[k]
 	if cur != nil && cur.seq >= rec.Seq {
 		w.mu.Unlock()
 		_ = d.Ack() // stale or already applied
@@ -593,7 +654,7 @@ func (w *Worker) unplaced(d Delivery, rec events.Record, e events.PinUnplaced) {
 		if cur.cancel != nil {
 			cur.cancel() // stop fetching what is no longer wanted
 		}
-		if w.refs[cur.key] == 1 {
+		if w.refs[keyOfCID(cur.cid)] == 1 {
 			unpin = cur.cid
 		}
 	}
@@ -612,12 +673,9 @@ func (w *Worker) unplaced(d Delivery, rec events.Record, e events.PinUnplaced) {
 	}
 	w.mu.Lock()
 	if cur != nil && cur.live {
-		w.refs[cur.key]--
-		if w.refs[cur.key] <= 0 {
-			delete(w.refs, cur.key)
-		}
+		w.unref(cur.cid)
 	}
-	w.state[ref] = &placementState{seq: rec.Seq}
+	w.state[k] = &placementState{seq: rec.Seq}
 	w.mu.Unlock()
 	_ = d.Ack()
 }
@@ -668,11 +726,12 @@ func (w *Worker) resume() int {
 	}
 	w.mu.Lock()
 	var jobs []job
-	for ref, st := range w.state {
+	for k, st := range w.state {
 		if st.live && !st.done && st.cancel == nil {
+			ref := k.ref()
 			jobs = append(jobs, job{ref,
 				events.Record{Seq: st.seq, Subject: events.PlaceSubject(w.cfg.NodeID, ref.OrgID, ref.RequestID)},
-				events.PinPlaced{OrgID: ref.OrgID, RequestID: ref.RequestID, NodeID: w.cfg.NodeID, CID: st.cid, Origins: w.resumeOrigins[ref]}})
+				events.PinPlaced{OrgID: ref.OrgID, RequestID: ref.RequestID, NodeID: w.cfg.NodeID, CID: st.cid, Origins: w.resumeOrigins[k]}})
 		}
 	}
 	w.resumeOrigins = nil
@@ -688,7 +747,7 @@ func (w *Worker) resume() int {
 // restart starts a resumed placement's job if it is still live, unfinished and not running.
 func (w *Worker) restart(d *resumed) {
 	w.mu.Lock()
-	st := w.state[d.ref]
+	st := w.state[keyOf(d.ref)]
 	if st == nil || st.seq != d.rec.Seq || !st.live || st.done || st.cancel != nil {
 		w.mu.Unlock()
 		return
@@ -749,9 +808,9 @@ func (w *Worker) Replay(ctx context.Context) (ReplayStats, error) {
 	}
 	w.mu.Lock()
 	var items []item
-	for ref, st := range w.state {
+	for k, st := range w.state {
 		if st.live {
-			items = append(items, item{ref, st.cid, st.seq})
+			items = append(items, item{k.ref(), st.cid, st.seq})
 		}
 	}
 	w.mu.Unlock()
