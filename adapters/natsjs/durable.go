@@ -128,13 +128,16 @@ func (l *EventLog) DeleteConsumer(ctx context.Context, name string) error {
 // the stream sequence it read up to: a node's desired state is the last placement message of each of its
 // subjects, without reading their history.
 func (l *EventLog) LastPerSubject(ctx context.Context, filter string, fn func(events.Record) error) (uint64, error) {
-	info, err := l.stream.Info(ctx, jetstream.WithSubjectFilter(filter))
+	// The stream's last sequence, from an info without a subject filter: with one, the server lists every
+	// matching subject with its count (in pages of 100,000), and at a node's million placements that listing
+	// cost more than the read itself (BenchmarkLastPerSubject: 4.9 s and 438 MiB of heap for 200,000).
+	info, err := l.stream.Info(ctx)
 	if err != nil {
 		return 0, err
 	}
 	upTo := info.State.LastSeq
-	if len(info.State.Subjects) == 0 || upTo == 0 {
-		return upTo, nil
+	if upTo == 0 {
+		return 0, nil
 	}
 	cons, err := l.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{filter},
@@ -143,13 +146,18 @@ func (l *EventLog) LastPerSubject(ctx context.Context, filter string, fn func(ev
 	if err != nil {
 		return 0, err
 	}
-	remaining := len(info.State.Subjects)
 	it, err := cons.Messages(jetstream.PullMaxMessages(1000))
 	if err != nil {
 		return 0, err
 	}
 	defer it.Stop()
-	for remaining > 0 {
+	// What the consumer had to deliver when it was created: the last event of every matching subject (and any
+	// appended since upTo). They come in stream order, so one past upTo means the rest are newer still.
+	ci := cons.CachedInfo()
+	if ci == nil {
+		return 0, fmt.Errorf("natsjs: last per subject of %s: no consumer info", filter)
+	}
+	for remaining := ci.NumPending; remaining > 0; remaining-- {
 		m, err := it.Next()
 		if err != nil {
 			return 0, err
@@ -158,13 +166,13 @@ func (l *EventLog) LastPerSubject(ctx context.Context, filter string, fn func(ev
 		if err != nil {
 			return 0, err
 		}
-		if rec.Seq <= upTo {
-			remaining--
-			if err := fn(rec); err != nil {
-				return 0, err
-			}
+		if rec.Seq > upTo {
+			break
 		}
-		if np == 0 {
+		if err := fn(rec); err != nil {
+			return 0, err
+		}
+		if np == 0 || rec.Seq == upTo {
 			break
 		}
 	}
