@@ -129,8 +129,8 @@ func (l *EventLog) DeleteConsumer(ctx context.Context, name string) error {
 // subjects, without reading their history.
 func (l *EventLog) LastPerSubject(ctx context.Context, filter string, fn func(events.Record) error) (uint64, error) {
 	// The stream's last sequence, from an info without a subject filter: with one, the server lists every
-	// matching subject with its count (in pages of 100,000), and at a node's million placements that listing
-	// cost more than the read itself (BenchmarkLastPerSubject: 4.9 s and 438 MiB of heap for 200,000).
+	// matching subject with its count (in pages of 100,000), which made the read of 200,000 placements take
+	// 3.4 s instead of 2.3 s (BenchmarkLastPerSubject).
 	info, err := l.stream.Info(ctx)
 	if err != nil {
 		return 0, err
