@@ -160,7 +160,10 @@ func TestVerifyAndRebuild(t *testing.T) {
 			default:
 			}
 			id := uuid.NewString()
-			env, _ := events.New(uuid.NewString(), time.Now(), "test:rebuild", "", events.PinRequested{OrgID: orgA, RequestID: id, CID: cids[0], Created: time.Now()})
+			// With meta: the pin_meta triggers fire on the copies during the catch-up (their dynamic statements)
+			// and on the live tables (static ones).
+			env, _ := events.New(uuid.NewString(), time.Now(), "test:rebuild", "", events.PinRequested{OrgID: orgA, RequestID: id, CID: cids[0], Created: time.Now(),
+				Meta: map[string]string{"during": fmt.Sprint(n % 3)}})
 			if _, err := lf.log.Append(ctx, domain.Message{Subject: events.PinSubject(orgA, id), Envelope: env}); err == nil {
 				n++
 			}
@@ -227,12 +230,20 @@ func TestVerifyAndRebuild(t *testing.T) {
 		return nil
 	}))
 
-	// The live projector follows the log on the new tables.
+	// The live projector follows the log on the new tables, pin_meta included (the triggers' statements were
+	// planned against the tables the swap dropped).
 	id := uuid.NewString()
-	lf.append(t, events.PinSubject(orgA, id), events.PinRequested{OrgID: orgA, RequestID: id, CID: cids[1], Created: time.Now()})
+	lf.append(t, events.PinSubject(orgA, id), events.PinRequested{OrgID: orgA, RequestID: id, CID: cids[1], Created: time.Now(),
+		Meta: map[string]string{"after": "swap"}})
 	lf.waitProjected(t)
 	_, err = postgres.NewReader(api).GetPin(ctx, orgA, id)
 	require.NoError(t, err)
+	count, _, err := postgres.NewReader(api).ListPins(ctx, projections.PinFilter{OrgID: orgA, Statuses: projections.AllStatuses, Meta: map[string]string{"after": "swap"}, Limit: 10})
+	require.NoError(t, err)
+	require.EqualValues(t, 1, count)
+	rep, err = postgres.Verify(ctx, lf.db.OwnerDSN, lf.log, postgres.RebuildOptions{})
+	require.NoError(t, err)
+	require.Empty(t, rep.Differences, "after the swap and more projection")
 }
 
 func TestRebuildOnly(t *testing.T) {
