@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -229,45 +230,104 @@ func (l *EventLog) exportMessages(ctx context.Context, st jetstream.StreamState,
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
 
-	var line []byte
-	prev := st.FirstSeq - 1
-	for {
-		m, err := it.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				return fmt.Errorf("natsjs: export: %w", ctx.Err())
+	// This goroutine reads; another formats the lines and writes them (to w, which hashes them and hands them
+	// to the compressing goroutine), in batches, in order.
+	batches := make(chan []exportItem, 4)
+	free := make(chan []exportItem, 5)
+	formatted := make(chan error, 1)
+	var failed atomic.Bool // the formatter stopped: reading on is pointless
+	go func() {
+		var line []byte
+		var ferr error
+		for b := range batches {
+			for _, m := range b {
+				if ferr != nil {
+					break
+				}
+				if line, ferr = appendMsgLine(line[:0], m.seq, m.subject, m.ts, m.h, m.data); ferr == nil {
+					if _, err := w.Write(line); err != nil {
+						ferr = fmt.Errorf("natsjs: export: write: %w", err)
+					}
+				}
+				if ferr != nil {
+					failed.Store(true)
+				}
 			}
-			return fmt.Errorf("natsjs: export: read after sequence %d: %w", prev, err)
+			clear(b) // drop the bodies
+			free <- b[:0]
 		}
-		md, err := m.Metadata()
-		if err != nil {
-			return fmt.Errorf("natsjs: export: message metadata: %w", err)
-		}
-		seq := md.Sequence.Stream
-		if seq > st.LastSeq {
-			break // appended after the export started
-		}
-		if seq <= prev {
-			return fmt.Errorf("natsjs: export: sequence %d delivered after %d", seq, prev)
-		}
-		prev = seq
-		if line, err = appendMsgLine(line[:0], seq, m.Subject(), md.Timestamp, m.Headers(), m.Data()); err != nil {
-			return err
-		}
-		if _, err := w.Write(line); err != nil {
-			return fmt.Errorf("natsjs: export: write: %w", err)
-		}
-		stats.Messages++
-		if stats.Messages%backupProgressEvery == 0 {
-			progress(stats.Messages, st.Msgs)
-		}
-		// NumPending 0: nothing after this one now (only possible before LastSeq if the tail was deleted).
-		if seq == st.LastSeq || md.NumPending == 0 {
-			break
+		formatted <- ferr
+	}()
+	batch := make([]exportItem, 0, exportBatch)
+	send := func() {
+		batches <- batch
+		select {
+		case batch = <-free:
+		default:
+			batch = make([]exportItem, 0, exportBatch)
 		}
 	}
-	return nil
+	rerr := func() error {
+		prev := st.FirstSeq - 1
+		for {
+			m, err := it.Next()
+			if err != nil {
+				if ctx.Err() != nil {
+					return fmt.Errorf("natsjs: export: %w", ctx.Err())
+				}
+				return fmt.Errorf("natsjs: export: read after sequence %d: %w", prev, err)
+			}
+			md, err := m.Metadata()
+			if err != nil {
+				return fmt.Errorf("natsjs: export: message metadata: %w", err)
+			}
+			seq := md.Sequence.Stream
+			if seq > st.LastSeq {
+				return nil // appended after the export started
+			}
+			if seq <= prev {
+				return fmt.Errorf("natsjs: export: sequence %d delivered after %d", seq, prev)
+			}
+			prev = seq
+			batch = append(batch, exportItem{seq: seq, subject: m.Subject(), ts: md.Timestamp, h: m.Headers(), data: m.Data()})
+			if len(batch) == cap(batch) {
+				send()
+				if failed.Load() {
+					return nil // the formatter's error is the export's
+				}
+			}
+			stats.Messages++
+			if stats.Messages%backupProgressEvery == 0 {
+				progress(stats.Messages, st.Msgs)
+			}
+			// NumPending 0: nothing after this one now (only possible before LastSeq if the tail was deleted).
+			if seq == st.LastSeq || md.NumPending == 0 {
+				return nil
+			}
+		}
+	}()
+	if len(batch) > 0 {
+		send()
+	}
+	close(batches)
+	ferr := <-formatted
+	if rerr != nil {
+		return rerr
+	}
+	return ferr
 }
+
+// exportItem is one message on its way from the export's reader to its formatter.
+type exportItem struct {
+	seq     uint64
+	subject string
+	ts      time.Time
+	h       nats.Header
+	data    []byte
+}
+
+// exportBatch is how many messages the export's reader hands its formatter at a time.
+const exportBatch = 256
 
 // appendMsgLine appends the export line of one message to b: {"seq":…,"subject":…,"time":…,"headers":{…},"data":…}
 // and a newline. Subjects and headers must be valid UTF-8 (JSON cannot carry anything else verbatim); anchorage

@@ -585,3 +585,32 @@ func BenchmarkExportImport(b *testing.B) {
 	b.ReportMetric(float64(n*b.N)/importS, "import-events/s")
 	b.ReportMetric(size/n, "file-B/event")
 }
+
+// A message the format cannot carry (a header value that is not UTF-8, which only a foreign publisher could
+// store) fails the export with its sequence named, however long the log goes on after it.
+func TestExportFailsOnAnUnexportableMessage(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	_, l := natstest.Log(t)
+	id := uuid.NewString()
+	_, err := l.Append(ctx, pinMsg(t, id, 0, requested(id)))
+	require.NoError(t, err)
+	bad := nats.NewMsg(events.PinSubject(org, uuid.NewString()))
+	bad.Header.Set("X-Foreign", "caf\xe9")
+	bad.Data = []byte(`{}`)
+	ack, err := l.JetStream().PublishMsg(ctx, bad)
+	require.NoError(t, err)
+	msgs := make([]domain.Message, 0, 3000)
+	for range 3000 {
+		id := uuid.NewString()
+		msgs = append(msgs, pinMsg(t, id, 0, requested(id)))
+	}
+	_, err = l.AppendBulk(ctx, msgs)
+	require.NoError(t, err)
+
+	var buf bytes.Buffer
+	_, err = l.Export(ctx, &buf, nil)
+	require.Error(t, err)
+	require.Contains(t, err.Error(), fmt.Sprintf("sequence %d", ack.Sequence))
+	require.Contains(t, err.Error(), "not valid UTF-8")
+}
