@@ -11,6 +11,8 @@ import (
 	"github.com/anchorage-pin/anchorage/domain"
 	"github.com/anchorage-pin/anchorage/events"
 	"github.com/anchorage-pin/anchorage/projections"
+	"github.com/google/uuid"
+	"github.com/ipfs/go-cid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -274,4 +276,42 @@ func TestWorkerPlacedDuringRebuild(t *testing.T) {
 	}
 	cancel()
 	require.NoError(t, <-done)
+}
+
+// unpinRecorder is a recordingPinner that records unpins.
+type unpinRecorder struct {
+	recordingPinner
+	umu    sync.Mutex
+	unpins []string
+}
+
+func (p *unpinRecorder) Unpin(_ context.Context, cid string) error {
+	p.umu.Lock()
+	defer p.umu.Unlock()
+	p.unpins = append(p.unpins, cid)
+	return nil
+}
+
+// Two requests (two orgs) place one content under its CIDv1 and its CIDv0 spellings: unplacing the first leaves
+// it pinned in Kubo, unplacing the second unpins it, once.
+func TestWorkerUnpinsSharedContentOnlyWhenTheLastPlacementGoes(t *testing.T) {
+	t.Parallel()
+	v0 := "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
+	c, err := cid.Decode(v0)
+	require.NoError(t, err)
+	v1 := cid.NewCidV1(cid.DagProtobuf, c.Hash()).String()
+	orgA, reqA := uuid.NewString(), uuid.NewString() // UUIDs, as anchorage makes them
+	src := &workerSource{terms: []events.Record{termStart(1, 1)}, lastSeq: 13, placements: []events.Record{
+		{Seq: 10, Subject: events.PlaceSubject("n1", orgA, reqA), Event: events.PinPlaced{OrgID: orgA, RequestID: reqA, NodeID: "n1", CID: v1, Term: 1}},
+		{Seq: 11, Subject: events.PlaceSubject("n1", "org-b", "req-b"), Event: events.PinPlaced{OrgID: "org-b", RequestID: "req-b", NodeID: "n1", CID: v0, Term: 1}},
+		{Seq: 12, Subject: events.PlaceSubject("n1", orgA, reqA), Event: events.PinUnplaced{OrgID: orgA, RequestID: reqA, NodeID: "n1", Term: 1}},
+		{Seq: 13, Subject: events.PlaceSubject("n1", "org-b", "req-b"), Event: events.PinUnplaced{OrgID: "org-b", RequestID: "req-b", NodeID: "n1", Term: 1}},
+	}}
+	p := &unpinRecorder{}
+	w := projections.NewWorker(src, p, projections.WorkerConfig{NodeID: "n1", Concurrency: 2})
+	runWorkerUntil(t, w, src, 4)
+	p.umu.Lock()
+	defer p.umu.Unlock()
+	assert.Equal(t, []string{v0}, p.unpins)
+	assert.Zero(t, w.Placed())
 }
