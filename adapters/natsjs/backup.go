@@ -179,7 +179,7 @@ func (l *EventLog) Export(ctx context.Context, w io.Writer, progress func(done, 
 	if err != nil {
 		return ExportStats{}, err
 	}
-	// Formatting and hashing the lines here, compressing and writing them on another goroutine.
+	// The lines are compressed and written on a goroutine of their own (exportMessages formats them on another).
 	bw := newAsyncWriter(zw, 256<<10, 4)
 	defer bw.Close()
 	lw := &exportLineWriter{w: bw, h: sha256.New()}
@@ -233,7 +233,7 @@ func (l *EventLog) exportMessages(ctx context.Context, st jetstream.StreamState,
 	// This goroutine reads; another formats the lines and writes them (to w, which hashes them and hands them
 	// to the compressing goroutine), in batches, in order.
 	batches := make(chan []exportItem, 4)
-	free := make(chan []exportItem, 5)
+	free := make(chan []exportItem, 4)
 	formatted := make(chan error, 1)
 	var failed atomic.Bool // the formatter stopped: reading on is pointless
 	go func() {
@@ -254,7 +254,10 @@ func (l *EventLog) exportMessages(ctx context.Context, st jetstream.StreamState,
 				}
 			}
 			clear(b) // drop the bodies
-			free <- b[:0]
+			select {
+			case free <- b[:0]:
+			default: // enough spare batches already
+			}
 		}
 		formatted <- ferr
 	}()
