@@ -41,7 +41,10 @@ func (a *asyncWriter) run() {
 				a.mu.Unlock()
 			}
 		}
-		a.free <- b[:0]
+		select {
+		case a.free <- b[:0]:
+		default: // enough spare chunks already
+		}
 	}
 }
 
