@@ -51,7 +51,8 @@ type Delivery interface {
 type WorkerSource interface {
 	// ConsumeDurable delivers matching events at least once from the named durable consumer until ctx ends.
 	ConsumeDurable(ctx context.Context, name string, filters []string, maxAckPending int, ackWait time.Duration, fn func(Delivery), onErr func(error)) error
-	// LastPerSubject calls fn with the last event of every subject matching filter.
+	// LastPerSubject calls fn with the last event of every subject matching filter, in stream order (possibly
+	// preceded by earlier events of a subject, in order: the worker folds them in order).
 	LastPerSubject(ctx context.Context, filter string, fn func(events.Record) error) (uint64, error)
 	// Load returns every event on one subject and its last sequence.
 	Load(ctx context.Context, subject string) ([]events.Record, uint64, error)
