@@ -149,6 +149,16 @@ func startDev(ctx context.Context, e env, o devOptions) (_ *devNode, err error) 
 			return nil, err
 		}
 		ownerDSN, apiDSN = n.pg.DSN(devDatabase, devOwner), n.pg.DSN(devDatabase, devAPIRole)
+		// After a reboot the page cache is empty: have the kernel read the read models' indexes back meanwhile.
+		go func(pg *pgcluster.Cluster) {
+			if st, err := pg.PrewarmIndexes(ctx, devDatabase); err != nil {
+				if ctx.Err() == nil {
+					log.Warn("could not ask the kernel to read the read models' indexes ahead", "err", err)
+				}
+			} else {
+				log.Info("asked the kernel to read the read models' indexes ahead", "files", st.Files, "bytes", st.Bytes)
+			}
+		}(n.pg)
 	}
 
 	var delegates func(context.Context) []string
