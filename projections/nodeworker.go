@@ -337,18 +337,19 @@ func (w *Worker) rebuild(ctx context.Context) error {
 		switch e := r.Event.(type) {
 		case events.PinPlaced:
 			if w.terms.valid(r.Seq, e.Term) {
-				k := w.setLive(PinRef{e.OrgID, e.RequestID}, r.Seq, e.CID, false)
+				k := keyOf(PinRef{e.OrgID, e.RequestID})
+				w.setLive(k, r.Seq, e.CID, false)
 				if len(e.Origins) > 0 {
 					w.resumeOrigins[k] = e.Origins
 				}
 			}
 		case events.PinStatusObserved:
 			if e.CID != "" && e.PlacedSeq > 0 {
-				w.setLive(PinRef{e.OrgID, e.RequestID}, e.PlacedSeq, e.CID, e.Status == "pinned" || e.Status == "failed")
+				w.setLive(keyOf(PinRef{e.OrgID, e.RequestID}), e.PlacedSeq, e.CID, e.Status == "pinned" || e.Status == "failed")
 			}
 		case events.PinUnplaced:
 			if w.terms.valid(r.Seq, e.Term) {
-				w.setGone(PinRef{e.OrgID, e.RequestID}, r.Seq)
+				w.setGone(keyOf(PinRef{e.OrgID, e.RequestID}), r.Seq)
 			}
 		}
 		return nil
@@ -356,32 +357,30 @@ func (w *Worker) rebuild(ctx context.Context) error {
 	return err
 }
 
-// setLive records the live placement at seq of ref (called with w.mu held) and returns ref's key.
-func (w *Worker) setLive(ref PinRef, seq uint64, cid string, done bool) pinKey {
-	k := keyOf(ref)
+// setLive records the live placement at seq of the pin k and returns its state (called with w.mu held).
+func (w *Worker) setLive(k pinKey, seq uint64, cid string, done bool) *placementState {
 	old := w.state[k]
 	if old == nil || !old.live {
 		w.refs[keyOfCID(cid)]++
 	} else if old.cid != cid {
-		w.unref(old.cid)
+		w.unref(keyOfCID(old.cid))
 		w.refs[keyOfCID(cid)]++
 	}
-	w.state[k] = &placementState{seq: seq, live: true, cid: cid, done: done}
-	return k
+	st := &placementState{seq: seq, live: true, cid: cid, done: done}
+	w.state[k] = st
+	return st
 }
 
-// setGone records that ref has no live placement since seq (called with w.mu held).
-func (w *Worker) setGone(ref PinRef, seq uint64) {
-	k := keyOf(ref)
+// setGone records that the pin k has no live placement since seq (called with w.mu held).
+func (w *Worker) setGone(k pinKey, seq uint64) {
 	if old := w.state[k]; old != nil && old.live {
-		w.unref(old.cid)
+		w.unref(keyOfCID(old.cid))
 	}
 	w.state[k] = &placementState{seq: seq}
 }
 
-// unref drops one live placement of cid from refs (called with w.mu held).
-func (w *Worker) unref(cid string) {
-	ck := keyOfCID(cid)
+// unref drops one live placement of the content ck from refs (called with w.mu held).
+func (w *Worker) unref(ck cidKey) {
 	if w.refs[ck]--; w.refs[ck] <= 0 {
 		delete(w.refs, ck)
 	}
@@ -457,7 +456,8 @@ func (w *Worker) placed(d Delivery, rec events.Record, e events.PinPlaced) {
 		_ = d.Ack() // decided by a deposed scheduler
 		return
 	}
-	cur := w.state[keyOf(ref)]
+	k := keyOf(ref)
+	cur := w.state[k]
 	if cur != nil && (cur.seq > rec.Seq || (cur.seq == rec.Seq && cur.done)) {
 		w.mu.Unlock()
 		_ = d.Ack() // superseded, or already reported
@@ -467,7 +467,7 @@ func (w *Worker) placed(d Delivery, rec events.Record, e events.PinPlaced) {
 	if cur != nil && cur.seq == rec.Seq {
 		st = cur // a redelivery of the placement being worked on (or restored by rebuild)
 	} else {
-		st = w.state[w.setLive(ref, rec.Seq, e.CID, false)]
+		st = w.setLive(k, rec.Seq, e.CID, false)
 	}
 	w.startLocked(d, ref, rec, e, st)
 }
@@ -651,11 +651,12 @@ func (w *Worker) unplaced(d Delivery, rec events.Record, e events.PinUnplaced) {
 		return
 	}
 	unpin := ""
+	var ck cidKey
 	if cur != nil && cur.live {
 		if cur.cancel != nil {
 			cur.cancel() // stop fetching what is no longer wanted
 		}
-		if w.refs[keyOfCID(cur.cid)] == 1 {
+		if ck = keyOfCID(cur.cid); w.refs[ck] == 1 {
 			unpin = cur.cid
 		}
 	}
@@ -674,7 +675,7 @@ func (w *Worker) unplaced(d Delivery, rec events.Record, e events.PinUnplaced) {
 	}
 	w.mu.Lock()
 	if cur != nil && cur.live {
-		w.unref(cur.cid)
+		w.unref(ck)
 	}
 	w.state[k] = &placementState{seq: rec.Seq}
 	w.mu.Unlock()

@@ -25,7 +25,7 @@ func BenchmarkWorkerStateMemory(b *testing.B) {
 		w.mu.Lock()
 		for i := range n {
 			ref := PinRef{string([]byte(org)), uuid.Must(uuid.NewV7()).String()}
-			w.setLive(ref, uint64(i+1), testCID(i), true)
+			w.setLive(keyOf(ref), uint64(i+1), testCID(i), true)
 		}
 		w.mu.Unlock()
 		after := heapInUse()

@@ -55,23 +55,10 @@ func BenchmarkReplay(b *testing.B) {
 	l, err := natsjs.OpenLog(ctx, s, natsjs.LogConfig{})
 	require.NoError(b, err)
 	defer l.Close()
-	msgs := make([]domain.Message, 0, 3*2000)
-	for lo := 0; lo < pins; lo += 2000 {
-		msgs = msgs[:0]
-		for i := lo; i < min(lo+2000, pins); i++ {
-			id := uuid.NewString()
-			cid := "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
-			msgs = append(msgs,
-				pinMsg(b, id, 0, events.PinRequested{OrgID: org, RequestID: id, CID: cid, Name: fmt.Sprintf("file-%d.tar", i),
-					Meta: map[string]string{"app": "bench"}, Created: time.Now()}),
-				withSubject(pinMsg(b, id, 0, events.PinPlaced{OrgID: org, RequestID: id, NodeID: "node-1", CID: cid, Term: 1}), events.PlaceSubject("node-1", org, id)),
-				withSubject(pinMsg(b, id, 0, events.PinStatusObserved{OrgID: org, RequestID: id, NodeID: "node-1", CID: cid, Status: "pinned", PlacedSeq: 1}), events.PlaceSubject("node-1", org, id)))
-			msgs[len(msgs)-1].NoExpect = true
-			msgs[len(msgs)-2].NoExpect = true
-		}
-		_, err := l.AppendBulk(ctx, msgs)
-		require.NoError(b, err)
-	}
+	appendPinHistories(b, l, pins, "node-1", func(i int, id string) events.PinRequested {
+		return events.PinRequested{OrgID: org, RequestID: id, CID: benchCID, Name: fmt.Sprintf("file-%d.tar", i),
+			Meta: map[string]string{"app": "bench"}, Created: time.Now()}
+	})
 	head, err := l.LastSeq(ctx)
 	require.NoError(b, err)
 	nc, err := nats.Connect(s.ClientURL())
@@ -180,4 +167,35 @@ var pinsFilters = []string{events.AllPins, events.AllPlace, events.AllNodes, eve
 func withSubject(m domain.Message, subject string) domain.Message {
 	m.Subject = subject
 	return m
+}
+
+const benchCID = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+
+// placedMsg and observedMsg are node's placement of pin id and the worker's pinned observation of it, on the
+// pin's placement subject, appended without an expected-sequence check.
+func placedMsg(tb testing.TB, node, id, cid string) domain.Message {
+	m := withSubject(pinMsg(tb, id, 0, events.PinPlaced{OrgID: org, RequestID: id, NodeID: node, CID: cid, Term: 1}), events.PlaceSubject(node, org, id))
+	m.NoExpect = true
+	return m
+}
+
+func observedMsg(tb testing.TB, node, id, cid string) domain.Message {
+	m := withSubject(pinMsg(tb, id, 0, events.PinStatusObserved{OrgID: org, RequestID: id, NodeID: node, CID: cid, Status: "pinned", PlacedSeq: 1}), events.PlaceSubject(node, org, id))
+	m.NoExpect = true
+	return m
+}
+
+// appendPinHistories appends the histories of pins pins in bulk, three events each as a node's log holds them:
+// request(i, id) for the i-th pin, its placement on node, and its pinned observation.
+func appendPinHistories(tb testing.TB, l *natsjs.EventLog, pins int, node string, request func(i int, id string) events.PinRequested) {
+	msgs := make([]domain.Message, 0, 3*2000)
+	for lo := 0; lo < pins; lo += 2000 {
+		msgs = msgs[:0]
+		for i := lo; i < min(lo+2000, pins); i++ {
+			id := uuid.Must(uuid.NewV7()).String()
+			msgs = append(msgs, pinMsg(tb, id, 0, request(i, id)), placedMsg(tb, node, id, benchCID), observedMsg(tb, node, id, benchCID))
+		}
+		_, err := l.AppendBulk(context.Background(), msgs)
+		require.NoError(tb, err)
+	}
 }

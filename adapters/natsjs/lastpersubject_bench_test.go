@@ -10,9 +10,7 @@ import (
 	"time"
 
 	"github.com/anchorage-pin/anchorage/adapters/natsjs"
-	"github.com/anchorage-pin/anchorage/domain"
 	"github.com/anchorage-pin/anchorage/events"
-	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 )
 
@@ -36,22 +34,9 @@ func BenchmarkLastPerSubject(b *testing.B) {
 	l, err := natsjs.OpenLog(ctx, s, natsjs.LogConfig{})
 	require.NoError(b, err)
 	defer l.Close()
-	cid := "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
-	msgs := make([]domain.Message, 0, 3*2000)
-	for lo := 0; lo < pins; lo += 2000 {
-		msgs = msgs[:0]
-		for range min(2000, pins-lo) {
-			id := uuid.Must(uuid.NewV7()).String()
-			msgs = append(msgs,
-				pinMsg(b, id, 0, events.PinRequested{OrgID: org, RequestID: id, CID: cid, Created: time.Now()}),
-				withSubject(pinMsg(b, id, 0, events.PinPlaced{OrgID: org, RequestID: id, NodeID: "n1", CID: cid, Term: 1}), events.PlaceSubject("n1", org, id)),
-				withSubject(pinMsg(b, id, 0, events.PinStatusObserved{OrgID: org, RequestID: id, NodeID: "n1", CID: cid, Status: "pinned", PlacedSeq: 1}), events.PlaceSubject("n1", org, id)))
-			msgs[len(msgs)-1].NoExpect = true
-			msgs[len(msgs)-2].NoExpect = true
-		}
-		_, err := l.AppendBulk(ctx, msgs)
-		require.NoError(b, err)
-	}
+	appendPinHistories(b, l, pins, "n1", func(_ int, id string) events.PinRequested {
+		return events.PinRequested{OrgID: org, RequestID: id, CID: benchCID, Created: time.Now()}
+	})
 	for b.Loop() {
 		peak := trackPeakHeap()
 		start := time.Now()

@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/anchorage-pin/anchorage/adapters/natsjs/natstest"
-	"github.com/anchorage-pin/anchorage/domain"
 	"github.com/anchorage-pin/anchorage/events"
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
@@ -26,30 +25,20 @@ func TestLastPerSubject(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, upTo)
 
-	place := func(node, id string) domain.Message {
-		m := withSubject(pinMsg(t, id, 0, events.PinPlaced{OrgID: org, RequestID: id, NodeID: node, CID: "bafkqaaa", Term: 1}), events.PlaceSubject(node, org, id))
-		m.NoExpect = true
-		return m
-	}
-	observe := func(node, id string) domain.Message {
-		m := withSubject(pinMsg(t, id, 0, events.PinStatusObserved{OrgID: org, RequestID: id, NodeID: node, CID: "bafkqaaa", Status: "pinned", PlacedSeq: 1}), events.PlaceSubject(node, org, id))
-		m.NoExpect = true
-		return m
-	}
 	want := map[string]uint64{} // placement subject of n1 -> sequence of its last event
 	for i := range 300 {
 		id := uuid.NewString()
 		_, err := l.Append(ctx, pinMsg(t, id, 0, requested(id)))
 		require.NoError(t, err)
-		seqs, err := l.Append(ctx, place("n1", id))
+		seqs, err := l.Append(ctx, placedMsg(t, "n1", id, "bafkqaaa"))
 		require.NoError(t, err)
 		want[events.PlaceSubject("n1", org, id)] = seqs[0]
 		if i%3 == 0 {
-			seqs, err = l.Append(ctx, observe("n1", id))
+			seqs, err = l.Append(ctx, observedMsg(t, "n1", id, "bafkqaaa"))
 			require.NoError(t, err)
 			want[events.PlaceSubject("n1", org, id)] = seqs[0]
 		}
-		_, err = l.Append(ctx, place("n2", id)) // another node's: not matched
+		_, err = l.Append(ctx, placedMsg(t, "n2", id, "bafkqaaa")) // another node's: not matched
 		require.NoError(t, err)
 	}
 	_, err = l.Append(ctx, pinMsg(t, uuid.NewString(), 0, requested(uuid.NewString()))) // the log ends on another subject
@@ -68,7 +57,7 @@ func TestLastPerSubject(t *testing.T) {
 			default:
 			}
 			id := uuid.NewString()
-			if _, err := l.Append(ctx, place("n1", id)); err != nil {
+			if _, err := l.Append(ctx, placedMsg(t, "n1", id, "bafkqaaa")); err != nil {
 				return
 			}
 		}
