@@ -339,7 +339,7 @@ func (n *node) count(q string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
+	defer closeBody(resp)
 	var out struct{ Count int64 }
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 		return 0, err
@@ -483,7 +483,7 @@ func (n *node) lagHistogram() (histogram, error) {
 	if err != nil {
 		return histogram{}, err
 	}
-	defer resp.Body.Close()
+	defer closeBody(resp)
 	var h histogram
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
@@ -545,4 +545,13 @@ func cpuModel() string {
 		}
 	}
 	return "unknown CPU"
+}
+
+// closeBody reads the rest of a response's body before closing it. Go's HTTP client reuses a connection only
+// after its last response was read to the end: closing an unread body (a 202's, or a JSON decoder's unread
+// trailing newline) closes the connection, and the next request pays a new one on both sides, which is load a
+// real client keeping its connections does not make.
+func closeBody(resp *http.Response) {
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
 }

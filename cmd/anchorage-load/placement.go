@@ -58,7 +58,7 @@ func (n *node) placementBench(count, workers int) error {
 					errs.Add(1)
 				}
 				if resp != nil {
-					resp.Body.Close()
+					closeBody(resp)
 				}
 			}
 		})
@@ -186,7 +186,7 @@ func putBlocks(ctx context.Context, api string, count int) ([]string, error) {
 				}
 				var r struct{ Key string }
 				err = json.NewDecoder(resp.Body).Decode(&r)
-				resp.Body.Close()
+				closeBody(resp)
 				if err != nil || r.Key == "" {
 					first.CompareAndSwap(nil, fmt.Errorf("block/put: %v", err))
 					return
@@ -246,7 +246,7 @@ func (n *node) gaugePrefix(name string) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
+	defer closeBody(resp)
 	b, _ := io.ReadAll(resp.Body)
 	for _, line := range strings.Split(string(b), "\n") {
 		if strings.HasPrefix(line, name) && !strings.HasPrefix(line, "#") {
@@ -289,7 +289,7 @@ func (n *node) contentionBench(ctx context.Context, api string, count, workers i
 					for int(next.Add(1)) <= count {
 						req, _ := n.post(fmt.Sprintf(`{"cid":%q}`, randomCID()))
 						if resp, err := n.client.Do(req); err == nil {
-							resp.Body.Close()
+							closeBody(resp)
 						}
 					}
 				})

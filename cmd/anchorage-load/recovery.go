@@ -78,7 +78,7 @@ func (n *node) recoveryBench(bin string) (*node, error) {
 		req, _ := m.get("/pins?limit=1")
 		resp, err := m.client.Do(req)
 		if err == nil {
-			resp.Body.Close()
+			closeBody(resp)
 			if resp.StatusCode == http.StatusOK {
 				ready = time.Since(t0)
 				break
