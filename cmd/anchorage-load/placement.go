@@ -13,6 +13,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,6 +42,7 @@ func (n *node) placementBench(count, workers int) error {
 	if err != nil {
 		return err
 	}
+	cpuStart := cpuByName()
 	start := time.Now()
 	timeline := n.timeline(start)
 	var next atomic.Int64
@@ -89,10 +92,12 @@ func (n *node) placementBench(count, workers int) error {
 		time.Sleep(pollDelay(c, int64(count), time.Since(start)))
 	}
 	total := time.Since(start)
+	cpuEnd := cpuByName()
 	timeline() // stopped here, not deferred: its polling would otherwise load the node during Kubo alone
 	e2e := float64(count) / total.Seconds()
 	fmt.Printf("%-40s %8.0f pins/s  (%d pins, all POSTed in %s, all pinned after %s, errors=%d)\n",
 		fmt.Sprintf("anchorage end to end, %d clients", workers), e2e, count, posted.Round(time.Millisecond), total.Round(time.Millisecond), errs.Load())
+	fmt.Printf("  CPU used meanwhile: %s\n", cpuDelta(cpuStart, cpuEnd, count))
 
 	best, bestC := 0.0, 0
 	for _, c := range []int{1, 16, 32, 64, 128} {
@@ -104,6 +109,7 @@ func (n *node) placementBench(count, workers int) error {
 		if err != nil {
 			return err
 		}
+		cpu0 := cpuByName()
 		t0 := time.Now()
 		var i atomic.Int64
 		var kerrs atomic.Int64
@@ -124,6 +130,7 @@ func (n *node) placementBench(count, workers int) error {
 		kwg.Wait()
 		rate := float64(count) / time.Since(t0).Seconds()
 		fmt.Printf("%-40s %8.0f pins/s  (errors=%d)\n", fmt.Sprintf("Kubo alone, %d in flight", c), rate, kerrs.Load())
+		fmt.Printf("  CPU used meanwhile: %s\n", cpuDelta(cpu0, cpuByName(), count))
 		if rate > best {
 			best, bestC = rate, c
 		}
@@ -347,4 +354,70 @@ func (n *node) requirePlacing() error {
 		return fmt.Errorf("placement benchmark: placement is paused on %s (an earlier run with -keep leaves its data dir in maintenance, with its unfetchable test pins queued); use a fresh -data-dir, or -placement 0", n.dir)
 	}
 	return nil
+}
+
+// cpuByName reads the CPU seconds (user + system) every process on the machine has used so far, by pid, with
+// its name. Differences between two calls show where a phase's CPU went (cpuDelta).
+func cpuByName() map[int]procCPU {
+	out := map[int]procCPU{}
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + d.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so split after its closing parenthesis.
+		open, close := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+		if open < 0 || close < open {
+			continue
+		}
+		f := strings.Fields(string(b[close+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		ut, _ := strconv.ParseFloat(f[11], 64)
+		st, _ := strconv.ParseFloat(f[12], 64)
+		out[pid] = procCPU{string(b[open+1 : close]), (ut + st) / 100} // USER_HZ is 100 on Linux
+	}
+	return out
+}
+
+type procCPU struct {
+	name string
+	s    float64
+}
+
+// cpuDelta formats where the CPU went between two cpuByName calls, by process name, per pin, largest first.
+// Kernel threads are left out (their names change with the work they do); processes that exited in between are
+// missing, so short-lived ones are undercounted.
+func cpuDelta(before, after map[int]procCPU, pins int) string {
+	by := map[string]float64{}
+	for pid, p := range after {
+		if strings.HasPrefix(p.name, "kworker") {
+			continue
+		}
+		by[p.name] += p.s - before[pid].s
+	}
+	type row struct {
+		name string
+		s    float64
+	}
+	var rows []row
+	total := 0.0
+	for name, s := range by {
+		if s >= 0.05 {
+			rows = append(rows, row{name, s})
+			total += s
+		}
+	}
+	sort.Slice(rows, func(i, j int) bool { return rows[i].s > rows[j].s })
+	parts := []string{fmt.Sprintf("total %.2f s (%.2f ms/pin)", total, 1000*total/float64(pins))}
+	for _, r := range rows {
+		parts = append(parts, fmt.Sprintf("%s %.2f s (%.2f ms/pin)", r.name, r.s, 1000*r.s/float64(pins)))
+	}
+	return strings.Join(parts, ", ")
 }
