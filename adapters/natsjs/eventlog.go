@@ -286,6 +286,7 @@ func (l *EventLog) appended(ctx context.Context, start time.Time, msgs []domain.
 		}
 		return nil, err
 	}
+	l.m.ackSeconds.Observe(time.Since(start).Seconds())
 	if l.sync != nil {
 		if err := l.sync.Wait(ctx); err != nil {
 			return nil, domain.Errorf(domain.ErrUnavailable, "the event log could not make the write durable: %v", err)

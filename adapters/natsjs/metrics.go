@@ -12,6 +12,7 @@ type Metrics struct {
 	appended      *prometheus.CounterVec
 	conflicts     prometheus.Counter
 	appendSeconds prometheus.Histogram
+	ackSeconds    prometheus.Histogram
 	syncSeconds   prometheus.Histogram
 	syncGroup     prometheus.Histogram
 }
@@ -31,6 +32,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		appendSeconds: f.NewHistogram(prometheus.HistogramOpts{
 			Name: "anchorage_event_append_seconds", Help: "Time from append to durable acknowledgement.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		ackSeconds: f.NewHistogram(prometheus.HistogramOpts{
+			Name: "anchorage_event_ack_seconds", Help: "Time from append to the server's acknowledgement, before the wait for its fsync (the rest of anchorage_event_append_seconds).",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
 		syncSeconds: f.NewHistogram(prometheus.HistogramOpts{
