@@ -87,7 +87,10 @@ type WorkerConfig struct {
 	Unavailable func(error) bool
 	Logger      *slog.Logger
 	Registerer  prometheus.Registerer
-	Now         func() time.Time
+	// Snapshots, when set (and the source is a SnapshotLog), keep the worker's start-up state between runs, so a
+	// start reads only the node's events since the last one (see WorkerSnapshots).
+	Snapshots WorkerSnapshots
+	Now       func() time.Time
 }
 
 // Worker drives one node's Kubo from its placements: pins what is placed on it, reports what it observes, and
@@ -326,35 +329,120 @@ func (w *Worker) collect(batch []report, timeout <-chan time.Time) []report {
 // rebuild restores the refcounts (which CIDs live placements hold on this node) and the current term without
 // reading any history: the last message per placement subject is each pin's state.
 func (w *Worker) rebuild(ctx context.Context) error {
+	// From nothing: a Run after a failed one derives the state again (its jobs have all ended; whatever they
+	// reported is in the log). resume emptied resumeOrigins.
+	w.mu.Lock()
+	w.state, w.refs, w.resumeOrigins = map[pinKey]*placementState{}, map[cidKey]int32{}, map[pinKey][]string{}
+	w.mu.Unlock()
 	// Every term start (there are few): a decision counts unless a higher term had started before it.
 	if err := w.loadTerms(ctx, 0); err != nil {
 		return err
 	}
+	sl, _ := w.src.(SnapshotLog)
+	if sl == nil || w.cfg.Snapshots == nil {
+		_, err := w.rebuildFromLog(ctx)
+		return err
+	}
+	h, st, ok, err := w.restoreSnapshot(ctx, sl)
+	if ok {
+		w.lg.Info("worker state restored from its snapshot", "placements", st.entries, "events_after_it", st.tail, "took", st.load.Round(time.Millisecond))
+		// Write it again only when the events after it have grown: a few do not slow the next start.
+		if st.tail >= max(snapTailMin, st.entries/20) {
+			w.saveSnapshot(h)
+		}
+		return nil
+	}
+	if err != nil {
+		w.lg.Warn("not using the worker's snapshot; reading the node's placements from the log", "err", err)
+	}
+	t0 := time.Now()
+	upTo, err := w.rebuildFromLog(ctx)
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	n := len(w.state)
+	w.mu.Unlock()
+	w.lg.Info("worker state read from the log", "placements", n, "took", time.Since(t0).Round(time.Millisecond))
+	h = snapHeader{node: w.cfg.NodeID, seq: upTo}
+	if h.logID, err = sl.LogID(ctx); err == nil && upTo > 0 {
+		h.seqID, err = sl.EventID(ctx, upTo)
+	}
+	if err != nil {
+		w.lg.Warn("could not save the worker's start-up snapshot; the next start reads the log again", "err", err)
+		return nil
+	}
+	w.saveSnapshot(h)
+	return nil
+}
+
+// rebuildFromLog folds the last event of each of the node's placement subjects into the state. It returns the
+// log sequence the state covers.
+//
+// A subject whose last event is a decision of a deposed scheduler term (which the fence ignores) is read whole:
+// its state is that of its last valid event, as the live path, which acknowledges and ignores such a decision,
+// leaves it. Such decisions are rare (a stale leader's write that no newer decision on the subject fenced).
+func (w *Worker) rebuildFromLog(ctx context.Context) (uint64, error) {
+	var stale []string
 	// Under w.mu: presence reads the state (Placed) while the worker starts.
-	_, err := w.src.LastPerSubject(ctx, events.NodePlacements(w.cfg.NodeID), func(r events.Record) error {
+	upTo, err := w.src.LastPerSubject(ctx, events.NodePlacements(w.cfg.NodeID), func(r events.Record) error {
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		switch e := r.Event.(type) {
-		case events.PinPlaced:
-			if w.terms.valid(r.Seq, e.Term) {
-				k := keyOf(PinRef{e.OrgID, e.RequestID})
-				w.setLive(k, r.Seq, e.CID, false)
-				if len(e.Origins) > 0 {
-					w.resumeOrigins[k] = e.Origins
-				}
-			}
-		case events.PinStatusObserved:
-			if e.CID != "" && e.PlacedSeq > 0 {
-				w.setLive(keyOf(PinRef{e.OrgID, e.RequestID}), e.PlacedSeq, e.CID, e.Status == "pinned" || e.Status == "failed")
-			}
-		case events.PinUnplaced:
-			if w.terms.valid(r.Seq, e.Term) {
-				w.setGone(keyOf(PinRef{e.OrgID, e.RequestID}), r.Seq)
-			}
+		if !w.fold(r) {
+			stale = append(stale, r.Subject)
 		}
 		return nil
 	})
-	return err
+	if err != nil {
+		return 0, err
+	}
+	for _, subject := range stale {
+		recs, _, err := w.src.Load(ctx, subject)
+		if err != nil {
+			return 0, err
+		}
+		w.mu.Lock()
+		for _, r := range recs {
+			if r.Seq <= upTo {
+				w.fold(r)
+			}
+		}
+		w.mu.Unlock()
+	}
+	return upTo, nil
+}
+
+// fold applies one of the node's placement events to the state as the live path would: in order, each
+// subject's last valid event deciding (called with w.mu held). It reports false for a decision it ignored (made
+// in a deposed scheduler term).
+func (w *Worker) fold(r events.Record) bool {
+	switch e := r.Event.(type) {
+	case events.PinPlaced:
+		if !w.terms.valid(r.Seq, e.Term) {
+			return false
+		}
+		k := keyOf(PinRef{e.OrgID, e.RequestID})
+		w.setLive(k, r.Seq, e.CID, false)
+		if len(e.Origins) > 0 {
+			w.resumeOrigins[k] = e.Origins
+		} else {
+			delete(w.resumeOrigins, k)
+		}
+	case events.PinStatusObserved:
+		if e.CID != "" && e.PlacedSeq > 0 {
+			k := keyOf(PinRef{e.OrgID, e.RequestID})
+			w.setLive(k, e.PlacedSeq, e.CID, e.Status == "pinned" || e.Status == "failed")
+			delete(w.resumeOrigins, k) // origins are known only while the placement is the subject's last event
+		}
+	case events.PinUnplaced:
+		if !w.terms.valid(r.Seq, e.Term) {
+			return false
+		}
+		k := keyOf(PinRef{e.OrgID, e.RequestID})
+		w.setGone(k, r.Seq)
+		delete(w.resumeOrigins, k)
+	}
+	return true
 }
 
 // setLive records the live placement at seq of the pin k and returns its state (called with w.mu held).

@@ -192,3 +192,6 @@ func (l *EventLog) ConsumeDurable(ctx context.Context, name string, filters []st
 	return l.Consume(ctx, DurableConfig{Name: name, Filters: filters, MaxAckPending: maxAckPending, AckWait: ackWait}, 1,
 		func(d *Delivery) { fn(d) }, onErr)
 }
+
+// The event log keeps node workers' start-up snapshots checkable and their tails readable.
+var _ projections.SnapshotLog = (*EventLog)(nil)

@@ -609,6 +609,26 @@ func (l *EventLog) LastSeq(ctx context.Context) (uint64, error) {
 	return info.State.LastSeq, nil
 }
 
+// LogID names this event log: the stream's name and creation time. A stream created again (an import into a
+// fresh store, a new cluster) has another, so state derived from the old one (a node worker's snapshot) is not
+// taken for this one's.
+func (l *EventLog) LogID(ctx context.Context) (string, error) {
+	info, err := l.stream.Info(ctx)
+	if err != nil {
+		return "", err
+	}
+	return info.Config.Name + "@" + info.Created.UTC().Format(time.RFC3339Nano), nil
+}
+
+// EventID returns the id of the event stored at seq (its Nats-Msg-Id), or an error when there is none.
+func (l *EventLog) EventID(ctx context.Context, seq uint64) (string, error) {
+	m, err := l.stream.GetMsg(ctx, seq)
+	if err != nil {
+		return "", fmt.Errorf("natsjs: event %d: %w", seq, err)
+	}
+	return m.Header.Get(jetstream.MsgIDHeader), nil
+}
+
 // LastSeqFor is the sequence of the last event whose subject matches filter (wildcards allowed), 0 if none.
 func (l *EventLog) LastSeqFor(ctx context.Context, filter string) (uint64, error) {
 	msg, err := l.stream.GetLastMsgForSubject(ctx, filter)

@@ -2,15 +2,18 @@ package natsjs_test
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"runtime"
 	"runtime/metrics"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/anchorage-pin/anchorage/adapters/natsjs"
 	"github.com/anchorage-pin/anchorage/events"
+	"github.com/anchorage-pin/anchorage/projections"
 	"github.com/stretchr/testify/require"
 )
 
@@ -79,3 +82,75 @@ func trackPeakHeap() func() int64 {
 	}()
 	return func() int64 { close(stop); return <-done }
 }
+
+// BenchmarkWorkerStart measures a node worker's start on a log holding, per pin, a request, a placement on the
+// node and its pinned observation: first without a snapshot (each placement subject's last event read, then the
+// snapshot written), then from that snapshot. It reports each start's time (until the worker would consume),
+// the snapshot's write time and size, and the live heap's peak growth during the start from the log (mostly the
+// embedded server's per-block subject state, sampled as marked by the garbage collector). Both starts leave the
+// same pin set in the worker (BenchmarkWorkerStateMemory).
+//
+//	go test ./adapters/natsjs -run '^$' -bench BenchmarkWorkerStart -benchtime 1x
+//
+// ANCHORAGE_BENCH_PINS sets the number of pins (default 200,000).
+func BenchmarkWorkerStart(b *testing.B) {
+	pins := 200_000
+	if v, err := strconv.Atoi(os.Getenv("ANCHORAGE_BENCH_PINS")); err == nil && v > 0 {
+		pins = v
+	}
+	ctx := context.Background()
+	s, err := natsjs.StartServer(natsjs.ServerConfig{StoreDir: b.TempDir(), Sync: natsjs.SyncInterval, SyncInterval: time.Minute})
+	require.NoError(b, err)
+	b.Cleanup(func() { s.Shutdown(ctx) })
+	l, err := natsjs.OpenLog(ctx, s, natsjs.LogConfig{})
+	require.NoError(b, err)
+	defer l.Close()
+	appendPinHistories(b, l, pins, "n1", func(_ int, id string) events.PinRequested {
+		return events.PinRequested{OrgID: org, RequestID: id, CID: benchCID, Created: time.Now()}
+	})
+	for b.Loop() {
+		snaps := &memSnapshots{}
+		start := func(until ...string) (map[string]time.Duration, int64) {
+			marks := make(chan string, 8)
+			lg := slog.New(markHandler{marks})
+			w := projections.NewWorker(l, &countingPinner{}, projections.WorkerConfig{NodeID: "n1", Snapshots: snaps, Logger: lg})
+			rctx, cancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			peak := trackPeakHeap()
+			t0 := time.Now()
+			go func() { done <- w.Run(rctx) }()
+			at := map[string]time.Duration{}
+			for len(at) < len(until) {
+				m := <-marks
+				if slices.Contains(until, m) {
+					at[m] = time.Since(t0)
+				}
+			}
+			grew := peak()
+			cancel()
+			require.NoError(b, <-done)
+			return at, grew
+		}
+		first, grew := start("worker state read from the log", "saved the worker's start-up snapshot")
+		second, _ := start("worker state restored from its snapshot")
+		b.ReportMetric(first["worker state read from the log"].Seconds(), "s/start-from-log")
+		b.ReportMetric((first["saved the worker's start-up snapshot"] - first["worker state read from the log"]).Seconds(), "s/snapshot-write")
+		b.ReportMetric(second["worker state restored from its snapshot"].Seconds(), "s/start-from-snapshot")
+		b.ReportMetric(float64(len(snaps.files["n1"]))/float64(pins), "snapshot-B/pin")
+		b.ReportMetric(float64(grew)/(1<<20), "start-from-log-peak-heap-growth-MiB")
+	}
+}
+
+// markHandler sends every log message to a channel (without blocking when nobody reads).
+type markHandler struct{ marks chan<- string }
+
+func (h markHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h markHandler) Handle(_ context.Context, r slog.Record) error {
+	select {
+	case h.marks <- r.Message:
+	default:
+	}
+	return nil
+}
+func (h markHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h markHandler) WithGroup(string) slog.Handler      { return h }

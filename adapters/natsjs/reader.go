@@ -162,6 +162,22 @@ func decodeMsg(m jetstream.Msg) (events.Record, uint64, error) {
 // and returns once it has delivered the last of them (or at once when there is none). It decodes what
 // ReadRawUntil reads: decoding runs on several goroutines; fn sees the records in order.
 func (l *EventLog) ReadUntil(ctx context.Context, from, until uint64, filters []string, maxBatch int, fn func([]events.Record) error) error {
+	return l.readUntil(ctx, from, until, filters, maxBatch, 0, fn)
+}
+
+// ErrTooManyPending is ReadUntilAtMost's answer when more events are pending than the caller wants to read.
+var ErrTooManyPending = errors.New("natsjs: more events pending than the read allows")
+
+// ReadUntilAtMost is ReadUntil, except that it reads nothing and returns ErrTooManyPending (wrapped) when more
+// than maxPending events match filters from sequence from on (counted by the server up to the end of the log,
+// not only up to until): a caller with a cheaper way to a large answer (a node worker's start, which can read
+// the last event of each subject instead) learns it before reading.
+func (l *EventLog) ReadUntilAtMost(ctx context.Context, from, until uint64, filters []string, maxBatch int, maxPending uint64, fn func([]events.Record) error) error {
+	return l.readUntil(ctx, from, until, filters, maxBatch, max(maxPending, 1), fn)
+}
+
+// readUntil is ReadUntil with ReadUntilAtMost's limit (0: none).
+func (l *EventLog) readUntil(ctx context.Context, from, until uint64, filters []string, maxBatch int, maxPending uint64, fn func([]events.Record) error) error {
 	// Raw batches are decoded by workers; results come back in the order read.
 	type job struct {
 		msgs []RawMsg
@@ -194,7 +210,7 @@ func (l *EventLog) ReadUntil(ctx context.Context, from, until uint64, filters []
 	go func() {
 		defer close(order)
 		defer close(jobs)
-		readErr <- l.ReadRawUntil(ctx, from, until, filters, maxBatch, func(msgs []RawMsg) error {
+		readErr <- l.readRawUntil(ctx, from, until, filters, maxBatch, maxPending, func(msgs []RawMsg) error {
 			out := make(chan decoded, 1)
 			select {
 			case order <- out:
@@ -254,6 +270,11 @@ type RawMsg struct {
 // It reads through an ordered consumer's Consume callback rather than its Messages iterator: the iterator's
 // Next costs a heartbeat timer and a channel receive per message (about 1 µs of a replay's 5-6 µs per event).
 func (l *EventLog) ReadRawUntil(ctx context.Context, from, until uint64, filters []string, maxBatch int, fn func([]RawMsg) error) error {
+	return l.readRawUntil(ctx, from, until, filters, maxBatch, 0, fn)
+}
+
+// readRawUntil is ReadRawUntil with ReadUntilAtMost's limit (0: none).
+func (l *EventLog) readRawUntil(ctx context.Context, from, until uint64, filters []string, maxBatch int, maxPending uint64, fn func([]RawMsg) error) error {
 	if from == 0 {
 		from = 1
 	}
@@ -274,6 +295,9 @@ func (l *EventLog) ReadRawUntil(ctx context.Context, from, until uint64, filters
 	}
 	if info.NumPending == 0 {
 		return nil
+	}
+	if maxPending > 0 && info.NumPending > maxPending {
+		return fmt.Errorf("%w: %d events from sequence %d on, at most %d wanted", ErrTooManyPending, info.NumPending, from, maxPending)
 	}
 
 	// The callback cuts batches and hands them over; batches is closed after the last one or at a read error

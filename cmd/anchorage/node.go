@@ -62,6 +62,7 @@ func (a *app) startNode(ctx context.Context, kc *kubo.Client, nodeID string) err
 	w := projections.NewWorker(wlog, kc, projections.WorkerConfig{
 		NodeID: nodeID, Concurrency: a.cfg.Kubo.Concurrency, PinTimeout: a.cfg.Kubo.PinTimeout.D(),
 		Unavailable: kubo.IsUnavailable, Logger: a.log, Registerer: prometheus.WrapRegistererWith(prometheus.Labels{"node": nodeID}, a.reg),
+		Snapshots: fileSnapshots{dir: filepath.Join(a.cfg.DataDir, "worker")},
 	})
 	a.workers = append(a.workers, w)
 	a.workersDone.Add(1)

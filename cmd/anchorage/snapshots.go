@@ -1,0 +1,54 @@
+package main
+
+import (
+	"bufio"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+)
+
+// fileSnapshots keeps node workers' start-up snapshots (projections.WorkerSnapshots) as files under
+// <dataDir>/worker, one per node.
+type fileSnapshots struct{ dir string }
+
+func (f fileSnapshots) path(node string) string {
+	return filepath.Join(f.dir, url.PathEscape(node)+".snapshot")
+}
+
+// Load opens the node's snapshot (an error wrapping fs.ErrNotExist when there is none).
+func (f fileSnapshots) Load(node string) (io.ReadCloser, error) { return os.Open(f.path(node)) }
+
+// Save writes the snapshot to a temporary file, syncs it and renames it over the old one, so a crash leaves
+// either the old snapshot or the new one whole (a torn file would fail its checksum anyway).
+func (f fileSnapshots) Save(node string, write func(io.Writer) error) error {
+	if err := os.MkdirAll(f.dir, 0o700); err != nil {
+		return err
+	}
+	path := f.path(node)
+	tmp, err := os.CreateTemp(f.dir, filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // after the rename, nothing to remove
+	bw := bufio.NewWriterSize(tmp, 1<<20)
+	if err := write(bw); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	return eventsSyncDir(f.dir)
+}
