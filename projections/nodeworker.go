@@ -90,7 +90,10 @@ type WorkerConfig struct {
 	// Snapshots, when set (and the source is a SnapshotLog), keep the worker's start-up state between runs, so a
 	// start reads only the node's events since the last one (see WorkerSnapshots).
 	Snapshots WorkerSnapshots
-	Now       func() time.Time
+	// SnapshotEvery is how often a running worker brings its snapshot up to date, when at least snapTailMin of
+	// the node's events came after it (default 10 minutes; negative: only at start).
+	SnapshotEvery time.Duration
+	Now           func() time.Time
 }
 
 // Worker drives one node's Kubo from its placements: pins what is placed on it, reports what it observes, and
@@ -181,6 +184,7 @@ func NewWorker(src WorkerSource, pinner Pinner, cfg WorkerConfig) *Worker {
 	cfg.PinTimeout = cmp.Or(cfg.PinTimeout, 10*time.Minute)
 	cfg.PinningDelay = cmp.Or(cfg.PinningDelay, time.Second)
 	cfg.ReportDelay = cmp.Or(cfg.ReportDelay, 100*time.Millisecond)
+	cfg.SnapshotEvery = cmp.Or(cfg.SnapshotEvery, 10*time.Minute)
 	cfg.Logger = cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
 	if cfg.Unavailable == nil {
 		cfg.Unavailable = func(error) bool { return false }
@@ -238,6 +242,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.reports = make(chan report, 4*w.cfg.Concurrency)
 	reporterDone := make(chan struct{})
 	go func() { w.reporter(); close(reporterDone) }()
+	if sl, ok := w.src.(SnapshotLog); ok && w.cfg.Snapshots != nil && w.cfg.SnapshotEvery > 0 {
+		rctx, stop := context.WithCancel(ctx)
+		refresherDone := make(chan struct{})
+		go func() { w.refreshSnapshots(rctx, sl); close(refresherDone) }()
+		defer func() { stop(); <-refresherDone }() // a next Run's start reads the snapshot this one writes
+	}
 	if n := w.resume(); n > 0 {
 		w.lg.Info("resumed placements left unfinished by the previous run", "placements", n)
 	}

@@ -68,8 +68,34 @@ type snapStats struct {
 	load          time.Duration
 }
 
-// writeSnapshot writes the worker's state as of h.seq (called with w.mu held, before deliveries change it).
-func (w *Worker) writeSnapshot(out io.Writer, h snapHeader) error {
+// snapEntry is one placement of a snapshot.
+type snapEntry struct {
+	k       pinKey
+	seq     uint64
+	live    bool
+	done    bool
+	cid     string   // when live
+	origins []string // when live and not done, if known
+}
+
+// stateEntries yields the worker's state as snapshot entries (called with w.mu held).
+func (w *Worker) stateEntries(yield func(snapEntry) bool) {
+	for k, st := range w.state {
+		en := snapEntry{k: k, seq: st.seq, live: st.live, done: st.done}
+		if st.live {
+			en.cid = st.cid
+			if !st.done {
+				en.origins = w.resumeOrigins[k]
+			}
+		}
+		if !yield(en) {
+			return
+		}
+	}
+}
+
+// writeSnapshot writes a snapshot of h.entries entries.
+func writeSnapshot(out io.Writer, h snapHeader, entries func(yield func(snapEntry) bool)) error {
 	sum := sha256.New()
 	bw := bufio.NewWriterSize(io.MultiWriter(out, sum), 1<<16)
 	e := &snapEncoder{w: bw}
@@ -78,48 +104,29 @@ func (w *Worker) writeSnapshot(out io.Writer, h snapHeader) error {
 	e.str(h.logID)
 	e.uint(h.seq)
 	e.str(h.seqID)
-	e.uint(uint64(len(w.state)))
-	for k, st := range w.state {
-		flags := byte(0)
-		if st.live {
-			flags |= snapLive
-		}
-		if st.done {
-			flags |= snapDone
-		}
-		if k.ids != "" {
-			flags |= snapIDsKey
-		}
-		origins := w.resumeOrigins[k]
-		if st.live && !st.done && len(origins) > 0 {
-			flags |= snapOrigins
-		}
-		e.raw([]byte{flags})
-		if k.ids != "" {
-			e.str(k.ids)
-		} else {
-			e.raw(k.org[:])
-			e.raw(k.req[:])
-		}
-		e.uint(st.seq)
-		if st.live {
-			e.str(st.cid)
-		}
-		if flags&snapOrigins != 0 {
-			e.uint(uint64(len(origins)))
-			for _, o := range origins {
-				e.str(o)
-			}
-		}
+	e.uint(h.entries)
+	n := uint64(0)
+	for en := range entries {
+		e.entry(en)
+		n++
 	}
 	if e.err != nil {
 		return e.err
+	}
+	if n != h.entries {
+		return fmt.Errorf("snapshot: %d entries written, %d announced", n, h.entries)
 	}
 	if err := bw.Flush(); err != nil {
 		return err
 	}
 	_, err := out.Write(sum.Sum(nil))
 	return err
+}
+
+// writeSnapshot writes the worker's state as of h.seq (called with w.mu held, before deliveries change it).
+func (w *Worker) writeSnapshot(out io.Writer, h snapHeader) error {
+	h.entries = uint64(len(w.state))
+	return writeSnapshot(out, h, w.stateEntries)
 }
 
 type snapEncoder struct {
@@ -131,6 +138,39 @@ type snapEncoder struct {
 func (e *snapEncoder) raw(b []byte) {
 	if e.err == nil {
 		_, e.err = e.w.Write(b)
+	}
+}
+
+func (e *snapEncoder) entry(en snapEntry) {
+	flags := byte(0)
+	if en.live {
+		flags |= snapLive
+	}
+	if en.done {
+		flags |= snapDone
+	}
+	if en.k.ids != "" {
+		flags |= snapIDsKey
+	}
+	if en.live && !en.done && len(en.origins) > 0 {
+		flags |= snapOrigins
+	}
+	e.raw([]byte{flags})
+	if en.k.ids != "" {
+		e.str(en.k.ids)
+	} else {
+		e.raw(en.k.org[:])
+		e.raw(en.k.req[:])
+	}
+	e.uint(en.seq)
+	if en.live {
+		e.str(en.cid)
+	}
+	if flags&snapOrigins != 0 {
+		e.uint(uint64(len(en.origins)))
+		for _, o := range en.origins {
+			e.str(o)
+		}
 	}
 }
 
@@ -155,47 +195,43 @@ func readSnapshotHeader(r *snapDecoder) (snapHeader, error) {
 	return h, r.err
 }
 
-// readSnapshotEntries applies the snapshot's entries (called with w.mu held, the state empty).
-func (w *Worker) readSnapshotEntries(r *snapDecoder, h snapHeader) error {
-	for i := uint64(0); i < h.entries && r.err == nil; i++ {
-		var flags [1]byte
-		r.full(flags[:])
-		var k pinKey
-		if flags[0]&snapIDsKey != 0 {
-			k.ids = r.str()
-		} else {
-			var b [32]byte
-			r.full(b[:])
-			k.org, k.req = uuid.UUID(b[:16]), uuid.UUID(b[16:])
+// readEntry reads one entry (false: r.err says why).
+func readEntry(r *snapDecoder) (snapEntry, bool) {
+	var flags [1]byte
+	r.full(flags[:])
+	var en snapEntry
+	if flags[0]&snapIDsKey != 0 {
+		en.k.ids = r.str()
+	} else {
+		var b [32]byte
+		r.full(b[:])
+		en.k.org, en.k.req = uuid.UUID(b[:16]), uuid.UUID(b[16:])
+	}
+	en.seq = r.uint()
+	en.live, en.done = flags[0]&snapLive != 0, flags[0]&snapDone != 0
+	if en.live {
+		en.cid = r.str()
+	}
+	if flags[0]&snapOrigins != 0 {
+		n := r.uint()
+		if n > 1<<16 && r.err == nil {
+			r.err = errors.New("corrupt snapshot: implausible origin count")
 		}
-		seq := r.uint()
-		if flags[0]&snapLive == 0 {
-			if r.err == nil {
-				w.setGone(k, seq)
-			}
-			continue
-		}
-		cid := r.str()
-		var origins []string
-		if flags[0]&snapOrigins != 0 {
-			n := r.uint()
-			if n > 1<<16 {
-				return errors.New("corrupt snapshot: implausible origin count")
-			}
-			for j := uint64(0); j < n && r.err == nil; j++ {
-				origins = append(origins, r.str())
-			}
-		}
-		if r.err != nil {
-			break
-		}
-		w.setLive(k, seq, cid, flags[0]&snapDone != 0)
-		if len(origins) > 0 {
-			w.resumeOrigins[k] = origins
+		for j := uint64(0); j < n && r.err == nil; j++ {
+			en.origins = append(en.origins, r.str())
 		}
 	}
-	if r.err != nil {
-		return r.err
+	return en, r.err == nil
+}
+
+// readEntries calls fn with each of the snapshot's entries, then checks the file's checksum.
+func readEntries(r *snapDecoder, h snapHeader, fn func(snapEntry)) error {
+	for i := uint64(0); i < h.entries; i++ {
+		en, ok := readEntry(r)
+		if !ok {
+			return r.err
+		}
+		fn(en)
 	}
 	want := r.sum.Sum(nil)
 	var got [sha256.Size]byte
@@ -206,6 +242,20 @@ func (w *Worker) readSnapshotEntries(r *snapDecoder, h snapHeader) error {
 		return errors.New("snapshot checksum mismatch: the file is damaged")
 	}
 	return nil
+}
+
+// readSnapshotEntries applies the snapshot's entries (called with w.mu held, the state empty).
+func (w *Worker) readSnapshotEntries(r *snapDecoder, h snapHeader) error {
+	return readEntries(r, h, func(en snapEntry) {
+		if !en.live {
+			w.setGone(en.k, en.seq)
+			return
+		}
+		w.setLive(en.k, en.seq, en.cid, en.done)
+		if len(en.origins) > 0 {
+			w.resumeOrigins[en.k] = en.origins
+		}
+	})
 }
 
 // snapDecoder reads a snapshot, hashing what it reads (the trailing checksum is read past the hash).
@@ -274,13 +324,62 @@ func (b byteCounter) ReadByte() (byte, error) {
 	return c, err
 }
 
+// openSnapshot opens the node's snapshot and checks that it fits the log: this node's, of this log, taken at an
+// event still at its sequence. It returns the snapshot positioned at its first entry, its header and the log's
+// last sequence; an error wrapping fs.ErrNotExist when there is none.
+func (w *Worker) openSnapshot(ctx context.Context, sl SnapshotLog) (io.ReadCloser, *snapDecoder, snapHeader, uint64, error) {
+	rc, err := w.cfg.Snapshots.Load(w.cfg.NodeID)
+	if err != nil {
+		return nil, nil, snapHeader{}, 0, err
+	}
+	h, head, dec, err := func() (snapHeader, uint64, *snapDecoder, error) {
+		dec := newSnapDecoder(rc)
+		h, err := readSnapshotHeader(dec)
+		if err != nil {
+			return h, 0, nil, err
+		}
+		if h.node != w.cfg.NodeID {
+			return h, 0, nil, fmt.Errorf("the snapshot is node %q's", h.node)
+		}
+		logID, err := sl.LogID(ctx)
+		if err != nil {
+			return h, 0, nil, err
+		}
+		if h.logID != logID {
+			return h, 0, nil, fmt.Errorf("the snapshot is of another event log (%s, this one is %s)", h.logID, logID)
+		}
+		head, err := w.src.LastSeq(ctx)
+		if err != nil {
+			return h, 0, nil, err
+		}
+		if h.seq > head {
+			return h, 0, nil, fmt.Errorf("the snapshot covers the log up to event %d, which ends at %d", h.seq, head)
+		}
+		if h.seq > 0 {
+			id, err := sl.EventID(ctx, h.seq)
+			if err != nil {
+				return h, 0, nil, err
+			}
+			if id != h.seqID {
+				return h, 0, nil, fmt.Errorf("event %d of the log is not the one the snapshot was taken at", h.seq)
+			}
+		}
+		return h, head, dec, nil
+	}()
+	if err != nil {
+		rc.Close()
+		return nil, nil, h, 0, err
+	}
+	return rc, dec, h, head, nil
+}
+
 // restoreSnapshot loads the node's snapshot into the (empty) state if there is a usable one, and folds the
 // node's events after it. It reports the sequence the state then covers, the last event folded and what it
 // did; ok false (state left empty) when there is no snapshot or it cannot be used, with the reason in err
 // unless there simply was none.
 func (w *Worker) restoreSnapshot(ctx context.Context, sl SnapshotLog) (h snapHeader, st snapStats, ok bool, err error) {
 	t0 := time.Now()
-	rc, err := w.cfg.Snapshots.Load(w.cfg.NodeID)
+	rc, dec, h, head, err := w.openSnapshot(ctx, sl)
 	if errors.Is(err, fs.ErrNotExist) {
 		return h, st, false, nil
 	}
@@ -288,39 +387,9 @@ func (w *Worker) restoreSnapshot(ctx context.Context, sl SnapshotLog) (h snapHea
 		return h, st, false, err
 	}
 	defer rc.Close()
-	dec := newSnapDecoder(rc)
-	if h, err = readSnapshotHeader(dec); err != nil {
-		return h, st, false, err
-	}
-	if h.node != w.cfg.NodeID {
-		return h, st, false, fmt.Errorf("the snapshot is node %q's", h.node)
-	}
-	logID, err := sl.LogID(ctx)
-	if err != nil {
-		return h, st, false, err
-	}
-	if h.logID != logID {
-		return h, st, false, fmt.Errorf("the snapshot is of another event log (%s, this one is %s)", h.logID, logID)
-	}
-	head, err := w.src.LastSeq(ctx)
-	if err != nil {
-		return h, st, false, err
-	}
 	// The fold below judges decisions by the scheduler terms: know every one started up to head.
 	if err := w.loadTerms(ctx, 0); err != nil {
 		return h, st, false, err
-	}
-	if h.seq > head {
-		return h, st, false, fmt.Errorf("the snapshot covers the log up to event %d, which ends at %d", h.seq, head)
-	}
-	if h.seq > 0 {
-		id, err := sl.EventID(ctx, h.seq)
-		if err != nil {
-			return h, st, false, err
-		}
-		if id != h.seqID {
-			return h, st, false, fmt.Errorf("event %d of the log is not the one the snapshot was taken at", h.seq)
-		}
 	}
 	reset := func() {
 		w.state, w.refs, w.resumeOrigins = map[pinKey]*placementState{}, map[cidKey]int32{}, map[pinKey][]string{}
@@ -380,4 +449,108 @@ func (w *Worker) saveSnapshot(h snapHeader) {
 		return
 	}
 	w.lg.Info("saved the worker's start-up snapshot", "placements", n, "through_event", h.seq, "took", time.Since(t0).Round(time.Millisecond))
+}
+
+// refreshSnapshot brings the node's snapshot up to the head of the log without touching the worker's state (it
+// runs while the worker works): it folds the node's events after the snapshot into a separate state holding
+// only the placements they changed, then writes a new snapshot of the old entries they did not change and the
+// changed ones. Memory is the changed placements only. It reports how many events it folded in (0: nothing
+// worth a rewrite: fewer than snapTailMin, or no snapshot to refresh).
+func (w *Worker) refreshSnapshot(ctx context.Context, sl SnapshotLog) (int, error) {
+	rc, _, h, head, err := w.openSnapshot(ctx, sl)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	rc.Close()
+	if head <= h.seq {
+		return 0, nil
+	}
+	// Only the events matter, not the worker's current state: a fold from nothing keeps, for each placement
+	// they touch, the effect of its last valid event, which is what the full fold's state is for it.
+	changed := NewWorker(w.src, nil, WorkerConfig{NodeID: w.cfg.NodeID})
+	if err := changed.loadTerms(ctx, 0); err != nil {
+		return 0, err
+	}
+	tail := 0
+	err = sl.ReadUntilAtMost(ctx, h.seq+1, head, []string{events.NodePlacements(w.cfg.NodeID)}, 1000, ^uint64(0),
+		func(recs []events.Record) error {
+			changed.mu.Lock()
+			defer changed.mu.Unlock()
+			for _, r := range recs {
+				changed.fold(r)
+			}
+			tail += len(recs)
+			return nil
+		})
+	if err != nil || tail < snapTailMin {
+		return 0, err
+	}
+	// Two passes over the old snapshot: count what survives (the header announces the count), then write.
+	kept := uint64(0)
+	if err := w.readOldEntries(ctx, sl, func(en snapEntry) {
+		if _, ok := changed.state[en.k]; !ok {
+			kept++
+		}
+	}); err != nil {
+		return 0, err
+	}
+	next := snapHeader{node: h.node, logID: h.logID, seq: head, entries: kept + uint64(len(changed.state))}
+	if next.seqID, err = sl.EventID(ctx, head); err != nil {
+		return 0, err
+	}
+	err = w.cfg.Snapshots.Save(w.cfg.NodeID, func(out io.Writer) error {
+		var rerr error
+		werr := writeSnapshot(out, next, func(yield func(snapEntry) bool) {
+			stop := false
+			rerr = w.readOldEntries(ctx, sl, func(en snapEntry) {
+				if _, ok := changed.state[en.k]; !ok && !stop {
+					stop = !yield(en)
+				}
+			})
+			if rerr != nil || stop {
+				return
+			}
+			changed.stateEntries(yield)
+		})
+		return errors.Join(rerr, werr)
+	})
+	if err != nil {
+		return 0, err
+	}
+	return tail, nil
+}
+
+// readOldEntries reads the node's current snapshot whole (checked as openSnapshot checks it, and its checksum).
+func (w *Worker) readOldEntries(ctx context.Context, sl SnapshotLog, fn func(snapEntry)) error {
+	rc, dec, h, _, err := w.openSnapshot(ctx, sl)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	return readEntries(dec, h, fn)
+}
+
+// refreshSnapshots refreshes the node's snapshot every SnapshotEvery until ctx ends, so that a start after a long
+// run still reads few events.
+func (w *Worker) refreshSnapshots(ctx context.Context, sl SnapshotLog) {
+	t := time.NewTicker(w.cfg.SnapshotEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		t0 := time.Now()
+		n, err := w.refreshSnapshot(ctx, sl)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			w.lg.Warn("could not refresh the worker's start-up snapshot", "err", err)
+		case n > 0:
+			w.lg.Info("refreshed the worker's start-up snapshot", "events_folded_in", n, "took", time.Since(t0).Round(time.Millisecond))
+		}
+	}
 }

@@ -8,7 +8,9 @@ import (
 	"io"
 	"io/fs"
 	"math/rand/v2"
+	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -417,4 +419,99 @@ func FuzzWorkerSnapshot(f *testing.F) {
 		w := NewWorker(log, nil, WorkerConfig{NodeID: "n1", Snapshots: &memSnapshots{files: map[string][]byte{"n1": b}}})
 		_, _, _, _ = w.restoreSnapshot(context.Background(), log)
 	})
+}
+
+// A running worker's refresh folds the events after its snapshot into it without its own state: a start from
+// the refreshed snapshot reads nothing after it and has the state the log implies. A refresh of a damaged
+// snapshot fails and leaves it as it was; one with too few events to fold in writes nothing.
+func TestWorkerSnapshotRefresh(t *testing.T) {
+	defer func(v int) { snapTailMin = v }(snapTailMin)
+	snapTailMin = 20
+	ctx := context.Background()
+	for seed := range uint64(10) {
+		log := &memLog{id: "log-1"}
+		h := newHistory(log, seed)
+		h.write(300)
+		snaps := &memSnapshots{}
+		w := NewWorker(log, nil, WorkerConfig{NodeID: "n1", Snapshots: snaps})
+		require.NoError(t, w.rebuild(ctx))
+		for round := range 5 {
+			h.write(100 + 100*round)
+			n, err := w.refreshSnapshot(ctx, log)
+			require.NoError(t, err)
+			require.Positive(t, n, "seed %d, round %d", seed, round)
+			head, _ := log.LastSeq(ctx)
+			started := NewWorker(log, nil, WorkerConfig{NodeID: "n1", Snapshots: snaps})
+			_, st, ok, err := started.restoreSnapshot(ctx, log)
+			require.NoError(t, err)
+			require.True(t, ok)
+			require.Zero(t, st.tail, "the refreshed snapshot covers the log up to %d", head)
+			require.Equal(t, fromLog(t, log), stateOf(started), "seed %d, round %d", seed, round)
+		}
+		require.Equal(t, 1+5, snaps.saves)
+		require.Equal(t, 1+5, log.lastPerSubject, "the first start and the comparisons only")
+	}
+
+	log := &memLog{id: "log-1"}
+	h := newHistory(log, 99)
+	h.write(300)
+	snaps := &memSnapshots{}
+	w := NewWorker(log, nil, WorkerConfig{NodeID: "n1", Snapshots: snaps})
+	require.NoError(t, w.rebuild(ctx))
+	n, err := w.refreshSnapshot(ctx, log)
+	require.NoError(t, err)
+	require.Zero(t, n, "nothing after the snapshot")
+	h.write(200)
+	good := slices.Clone(snaps.files["n1"])
+	snaps.files["n1"][len(good)-50] ^= 1
+	damaged := slices.Clone(snaps.files["n1"])
+	_, err = w.refreshSnapshot(ctx, log)
+	require.ErrorContains(t, err, "checksum")
+	require.Equal(t, damaged, snaps.files["n1"], "left as it was")
+	require.Equal(t, 1, snaps.saves)
+	snaps.files["n1"] = good
+	h.log.add(events.PinSubject("o", "r"), events.PinRemoved{OrgID: "o", RequestID: "r"})
+	snapTailMin = 1_000_000
+	n, err = w.refreshSnapshot(ctx, log)
+	require.NoError(t, err)
+	require.Zero(t, n, "too few events to be worth a rewrite")
+	require.Equal(t, 1, snaps.saves)
+}
+
+// BenchmarkSnapshotRefresh measures a running worker's snapshot refresh: a snapshot of a node's pin set
+// (ANCHORAGE_BENCH_PINS placements, default 1,000,000) with 20,000 new placements after it, folded in and written
+// out again (in memory: the file system's cost is left out).
+//
+//	go test ./projections -run '^$' -bench BenchmarkSnapshotRefresh -benchtime 3x
+func BenchmarkSnapshotRefresh(b *testing.B) {
+	pins := 1_000_000
+	if v, err := strconv.Atoi(os.Getenv("ANCHORAGE_BENCH_PINS")); err == nil && v > 0 {
+		pins = v
+	}
+	ctx := context.Background()
+	log := &memLog{id: "log-1"}
+	log.add(events.SchedTerm, events.SchedTermStarted{Term: 1, SchedulerID: "s1"})
+	org := uuid.NewString()
+	w := NewWorker(log, nil, WorkerConfig{NodeID: "n1"})
+	w.mu.Lock()
+	for i := range pins {
+		w.setLive(keyOf(PinRef{org, uuid.NewString()}), uint64(i+1), testCID(i), true)
+	}
+	w.mu.Unlock()
+	var buf bytes.Buffer
+	require.NoError(b, w.writeSnapshot(&buf, snapHeader{node: "n1", logID: "log-1", seq: 1, seqID: log.recs[0].ID}))
+	for i := range 20_000 {
+		req := uuid.NewString()
+		log.add(events.PlaceSubject("n1", org, req), events.PinPlaced{OrgID: org, RequestID: req, NodeID: "n1", CID: testCID(pins + i), Term: 1})
+	}
+	snapshot := buf.Bytes()
+	b.ResetTimer()
+	for b.Loop() {
+		snaps := &memSnapshots{files: map[string][]byte{"n1": snapshot}}
+		r := NewWorker(log, nil, WorkerConfig{NodeID: "n1", Snapshots: snaps})
+		n, err := r.refreshSnapshot(ctx, log)
+		require.NoError(b, err)
+		require.Equal(b, 20_000, n)
+	}
+	b.ReportMetric(float64(len(snapshot))/float64(pins), "snapshot-B/pin")
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"io/fs"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -117,16 +118,25 @@ func TestWorkerStartsFromItsSnapshot(t *testing.T) {
 	src := &countingLog{EventLog: l}
 	snaps := &memSnapshots{}
 	pinner := &countingPinner{}
-	run := func(placed int64, settled func() bool) {
-		w := projections.NewWorker(src, pinner, projections.WorkerConfig{NodeID: "n1", Concurrency: 4, Snapshots: snaps, ReportDelay: -1})
+	// run starts a worker, waits until its start is done (the log line that ends it) and settled holds, checks
+	// its pin set's size and stops it.
+	run := func(placed int64, startedWith string, settled func() bool) {
+		marks := make(chan string, 64)
+		w := projections.NewWorker(src, pinner, projections.WorkerConfig{NodeID: "n1", Concurrency: 4, Snapshots: snaps, ReportDelay: -1, Logger: slog.New(markHandler{marks})})
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- w.Run(rctx) }()
-		require.Eventually(t, func() bool { return w.Placed() == placed && settled() }, 20*time.Second, 10*time.Millisecond)
+		for m := range marks {
+			if m == startedWith {
+				break
+			}
+		}
+		require.Eventually(t, settled, 20*time.Second, 10*time.Millisecond)
+		require.Equal(t, placed, w.Placed())
 		cancel()
 		require.NoError(t, <-done)
 	}
-	run(300, func() bool { return snaps.saved() == 1 })
+	run(300, "saved the worker's start-up snapshot", func() bool { return true })
 	require.EqualValues(t, 1, src.lastPerSubject.Load())
 	require.Zero(t, pinner.pins.Load(), "everything was pinned already")
 
@@ -138,9 +148,22 @@ func TestWorkerStartsFromItsSnapshot(t *testing.T) {
 	}
 	_, err = l.AppendBulk(ctx, msgs)
 	require.NoError(t, err)
-	run(350, func() bool { return pinner.pins.Load() == 50 })
+	run(350, "worker state restored from its snapshot", func() bool { return pinner.pins.Load() == 50 })
 	require.EqualValues(t, 1, src.lastPerSubject.Load(), "the second start read no subject's last event")
 	require.Equal(t, 1, snaps.saved(), "50 events after the snapshot are not worth writing it again")
+
+	// A running worker refreshes its snapshot once enough of the node's events came after it (10,000 here), so
+	// the next start reads few.
+	w := projections.NewWorker(src, pinner, projections.WorkerConfig{NodeID: "n1", Concurrency: 16, Snapshots: snaps, SnapshotEvery: 50 * time.Millisecond})
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(rctx) }()
+	appendPinHistories(t, l, 5000, "n1", func(_ int, id string) events.PinRequested { return requested(id) })
+	require.Eventually(t, func() bool { return snaps.saved() >= 2 }, 60*time.Second, 20*time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+	run(5350, "worker state restored from its snapshot", func() bool { return true })
+	require.EqualValues(t, 1, src.lastPerSubject.Load(), "no start read each subject's last event again")
 }
 
 type countingLog struct {
