@@ -355,7 +355,7 @@ func (w *Worker) rebuild(ctx context.Context) error {
 	}
 	h, st, ok, err := w.restoreSnapshot(ctx, sl)
 	if ok {
-		w.lg.Info("worker state restored from its snapshot", "placements", st.entries, "events_after_it", st.tail, "took", st.load.Round(time.Millisecond))
+		w.lg.Info("worker state restored from its snapshot", "placements", st.entries, "events_after_it", st.tail, "took", st.load.Round(time.Millisecond).String())
 		// Write it again only when the events after it have grown: a few do not slow the next start.
 		if st.tail >= max(snapTailMin, st.entries/20) {
 			w.saveSnapshot(h)
@@ -373,7 +373,7 @@ func (w *Worker) rebuild(ctx context.Context) error {
 	w.mu.Lock()
 	n := len(w.state)
 	w.mu.Unlock()
-	w.lg.Info("worker state read from the log", "placements", n, "took", time.Since(t0).Round(time.Millisecond))
+	w.lg.Info("worker state read from the log", "placements", n, "took", time.Since(t0).Round(time.Millisecond).String())
 	h = snapHeader{node: w.cfg.NodeID, seq: upTo}
 	if h.logID, err = sl.LogID(ctx); err == nil && upTo > 0 {
 		h.seqID, err = sl.EventID(ctx, upTo)

@@ -448,7 +448,7 @@ func (w *Worker) saveSnapshot(h snapHeader) {
 		w.lg.Warn("could not save the worker's start-up snapshot; the next start reads the log instead", "err", err)
 		return
 	}
-	w.lg.Info("saved the worker's start-up snapshot", "placements", n, "through_event", h.seq, "took", time.Since(t0).Round(time.Millisecond))
+	w.lg.Info("saved the worker's start-up snapshot", "placements", n, "through_event", h.seq, "took", time.Since(t0).Round(time.Millisecond).String())
 }
 
 // refreshSnapshot brings the node's snapshot up to the head of the log without touching the worker's state (it
@@ -550,7 +550,7 @@ func (w *Worker) refreshSnapshots(ctx context.Context, sl SnapshotLog) {
 		case err != nil && ctx.Err() == nil:
 			w.lg.Warn("could not refresh the worker's start-up snapshot", "err", err)
 		case n > 0:
-			w.lg.Info("refreshed the worker's start-up snapshot", "events_folded_in", n, "took", time.Since(t0).Round(time.Millisecond))
+			w.lg.Info("refreshed the worker's start-up snapshot", "events_folded_in", n, "took", time.Since(t0).Round(time.Millisecond).String())
 		}
 	}
 }
