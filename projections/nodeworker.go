@@ -68,6 +68,12 @@ type WorkerConfig struct {
 	NodeID string
 	// Concurrency is how many pins are fetched at once (default 16).
 	Concurrency int
+	// SlowAfter: a pin still running after this long (default 5 s) moves to the slow lane, if it has room, and
+	// frees its slot for the next pin. Content that is slow or impossible to find then holds at most SlowLimit
+	// calls in flight until PinTimeout, instead of every slot while content at hand waits behind it.
+	SlowAfter time.Duration
+	// SlowLimit is how many slow pins may be in flight besides the Concurrency others (default 4 x Concurrency).
+	SlowLimit int
 	// PinTimeout bounds one pin's retrieval; after it the pin is failed (default 10 minutes).
 	PinTimeout time.Duration
 	// PinningDelay: a pin still in progress after this long is reported pinning (default 1 s). Local content
@@ -104,6 +110,7 @@ type Worker struct {
 	cfg    WorkerConfig
 	lg     *slog.Logger
 	sem    chan struct{}
+	slow   chan struct{} // the slow lane's slots (see SlowAfter)
 
 	mu    sync.Mutex
 	terms termFence
@@ -125,9 +132,9 @@ type Worker struct {
 	reportsMu     sync.RWMutex
 	reportsClosed bool
 
-	pinned, failed, unpins, retries prometheus.Counter
-	inflight                        prometheus.Gauge
-	pinSeconds                      prometheus.Histogram
+	pinned, failed, unpins, retries, slowPins prometheus.Counter
+	inflight                                  prometheus.Gauge
+	pinSeconds                                prometheus.Histogram
 }
 
 type placementState struct {
@@ -185,6 +192,8 @@ func NewWorker(src WorkerSource, pinner Pinner, cfg WorkerConfig) *Worker {
 	cfg.PinningDelay = cmp.Or(cfg.PinningDelay, time.Second)
 	cfg.ReportDelay = cmp.Or(cfg.ReportDelay, 100*time.Millisecond)
 	cfg.SnapshotEvery = cmp.Or(cfg.SnapshotEvery, 10*time.Minute)
+	cfg.SlowAfter = cmp.Or(cfg.SlowAfter, 5*time.Second)
+	cfg.SlowLimit = cmp.Or(cfg.SlowLimit, 4*cfg.Concurrency)
 	cfg.Logger = cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
 	if cfg.Unavailable == nil {
 		cfg.Unavailable = func(error) bool { return false }
@@ -199,11 +208,12 @@ func NewWorker(src WorkerSource, pinner Pinner, cfg WorkerConfig) *Worker {
 	f := promauto.With(reg)
 	return &Worker{
 		src: src, pinner: pinner, cfg: cfg, lg: cfg.Logger.With("component", "worker", "node", cfg.NodeID),
-		sem: make(chan struct{}, cfg.Concurrency), state: map[pinKey]*placementState{}, refs: map[cidKey]int32{}, resumeOrigins: map[pinKey][]string{},
+		sem: make(chan struct{}, cfg.Concurrency), slow: make(chan struct{}, cfg.SlowLimit), state: map[pinKey]*placementState{}, refs: map[cidKey]int32{}, resumeOrigins: map[pinKey][]string{},
 		pinned:     f.NewCounter(prometheus.CounterOpts{Name: "anchorage_worker_pins_total", Help: "Pins this node's worker completed."}),
 		failed:     f.NewCounter(prometheus.CounterOpts{Name: "anchorage_worker_pin_failures_total", Help: "Pins this node's worker reported failed."}),
 		unpins:     f.NewCounter(prometheus.CounterOpts{Name: "anchorage_worker_unpins_total", Help: "CIDs this node's worker unpinned from Kubo."}),
 		retries:    f.NewCounter(prometheus.CounterOpts{Name: "anchorage_worker_retries_total", Help: "Placements retried because Kubo or the log was unavailable."}),
+		slowPins:   f.NewCounter(prometheus.CounterOpts{Name: "anchorage_worker_slow_pins_total", Help: "Pins moved to the slow lane (still running after SlowAfter), freeing their slot for the next pin."}),
 		inflight:   f.NewGauge(prometheus.GaugeOpts{Name: "anchorage_worker_pins_in_flight", Help: "Pins being fetched now."}),
 		pinSeconds: f.NewHistogram(prometheus.HistogramOpts{Name: "anchorage_worker_pin_seconds", Help: "Kubo pin/add durations.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 20)}),
 	}
@@ -590,10 +600,48 @@ func (w *Worker) startLocked(d Delivery, ref PinRef, rec events.Record, e events
 	w.sem <- struct{}{}
 	go func() {
 		defer w.jobs.Done()
-		defer func() { <-w.sem }()
+		defer w.slowLane()()
 		defer cancel()
 		w.pin(ctx, d, ref, rec, e, st)
 	}()
+}
+
+// slowLane is called by a pin job holding a slot of w.sem. After SlowAfter it moves the job to a slot of the
+// slow lane if one is free, releasing its w.sem slot for the next pin; the returned func, called when the job
+// ends, releases whichever slot the job then holds.
+func (w *Worker) slowLane() (release func()) {
+	var mu sync.Mutex
+	const (
+		fast = iota
+		slow
+		ended
+	)
+	state := fast
+	t := time.AfterFunc(w.cfg.SlowAfter, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if state != fast {
+			return
+		}
+		select {
+		case w.slow <- struct{}{}:
+			state = slow
+			<-w.sem
+			w.slowPins.Inc()
+		default: // the slow lane is full: keep the slot
+		}
+	})
+	return func() {
+		t.Stop()
+		mu.Lock()
+		defer mu.Unlock()
+		if state == slow {
+			<-w.slow
+		} else {
+			<-w.sem
+		}
+		state = ended
+	}
 }
 
 func (w *Worker) pin(ctx context.Context, d Delivery, ref PinRef, rec events.Record, e events.PinPlaced, st *placementState) {

@@ -315,3 +315,64 @@ func TestWorkerUnpinsSharedContentOnlyWhenTheLastPlacementGoes(t *testing.T) {
 	assert.Equal(t, []string{v0}, p.unpins)
 	assert.Zero(t, w.Placed())
 }
+
+// stallingPinner never finishes pinning the CIDs in stall (until the pin's deadline), pins the others at once,
+// and records how many calls it had in flight at most.
+type stallingPinner struct {
+	stall  map[string]bool
+	mu     sync.Mutex
+	now    int
+	most   int
+	pinned []string
+}
+
+func (p *stallingPinner) Pin(ctx context.Context, cid, _ string) (uint64, error) {
+	p.mu.Lock()
+	p.now++
+	p.most = max(p.most, p.now)
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.now--
+		p.mu.Unlock()
+	}()
+	if p.stall[cid] {
+		<-ctx.Done()
+		return 0, ctx.Err()
+	}
+	p.mu.Lock()
+	p.pinned = append(p.pinned, cid)
+	p.mu.Unlock()
+	return 1, nil
+}
+
+func (p *stallingPinner) Unpin(context.Context, string) error   { return nil }
+func (p *stallingPinner) Connect(context.Context, []string) int { return 0 }
+
+// Content nobody provides does not hold every pin slot until the retrieval timeout: its pins move to the slow
+// lane after SlowAfter and the content at hand behind them is pinned meanwhile; the slow lane is bounded.
+func TestWorkerSlowPinsDoNotHoldEverySlot(t *testing.T) {
+	t.Parallel()
+	const missing, here = "bafkreimissingmissingmissingmissingmissingmissingmissing", workerTestCID
+	src := &workerSource{terms: []events.Record{termStart(1, 1)}, lastSeq: 100}
+	seq := uint64(10)
+	add := func(req, cid string) {
+		seq++
+		src.placements = append(src.placements, events.Record{Seq: seq, Subject: events.PlaceSubject("n1", "org", req),
+			Event: events.PinPlaced{OrgID: "org", RequestID: req, NodeID: "n1", CID: cid, Term: 1}})
+	}
+	for i := range 4 {
+		add(fmt.Sprintf("slow-%d", i), missing)
+	}
+	for i := range 10 {
+		add(fmt.Sprintf("fast-%d", i), here)
+	}
+	p := &stallingPinner{stall: map[string]bool{missing: true}}
+	w := projections.NewWorker(src, p, projections.WorkerConfig{NodeID: "n1", Concurrency: 2, SlowAfter: 20 * time.Millisecond,
+		SlowLimit: 4, PinTimeout: time.Hour})
+	runWorkerUntil(t, w, src, 10) // the ten pins at hand, reported and acknowledged behind the four stalled ones
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	require.Len(t, p.pinned, 10)
+	require.LessOrEqual(t, p.most, 2+4, "Concurrency + SlowLimit calls in flight at most")
+}

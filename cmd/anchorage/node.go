@@ -61,6 +61,7 @@ func (a *app) startNode(ctx context.Context, kc *kubo.Client, nodeID string) err
 	a.wg.Go(func() { <-a.ctx.Done(); a.workersDone.Wait(); wlog.Close() })
 	w := projections.NewWorker(wlog, kc, projections.WorkerConfig{
 		NodeID: nodeID, Concurrency: a.cfg.Kubo.Concurrency, PinTimeout: a.cfg.Kubo.PinTimeout.D(),
+		SlowAfter: a.cfg.Kubo.SlowAfter.D(), SlowLimit: a.cfg.Kubo.SlowLimit,
 		Unavailable: kubo.IsUnavailable, Logger: a.log, Registerer: prometheus.WrapRegistererWith(prometheus.Labels{"node": nodeID}, a.reg),
 		Snapshots: fileSnapshots{dir: filepath.Join(a.cfg.DataDir, "worker")},
 	})

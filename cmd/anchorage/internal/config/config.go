@@ -112,8 +112,12 @@ type Kubo struct {
 	RPCURL      string   `yaml:"rpcURL"` // e.g. http://127.0.0.1:5001; "" = dev starts its own
 	Concurrency int      `yaml:"concurrency"`
 	PinTimeout  Duration `yaml:"pinTimeout"`
-	Replication int      `yaml:"replication"`
-	NodeID      string   `yaml:"nodeID"` // "" = derived at first start
+	// SlowAfter: a pin still running after this long moves to the slow lane (if it has room) and frees its slot.
+	SlowAfter Duration `yaml:"slowAfter"`
+	// SlowLimit is how many slow pins may be in flight besides the concurrency others (0: 4 x concurrency).
+	SlowLimit   int    `yaml:"slowLimit"`
+	Replication int    `yaml:"replication"`
+	NodeID      string `yaml:"nodeID"` // "" = derived at first start
 	// Capacity is the most pins the scheduler places on this node (0: unlimited).
 	Capacity int64 `yaml:"capacity"`
 	// MaintenanceAlertAfter: maintenance mode on for longer than this is logged and flagged in metrics.
@@ -196,6 +200,7 @@ func Default() Config {
 		Kubo: Kubo{
 			Concurrency:           32,
 			PinTimeout:            Duration(10 * time.Minute),
+			SlowAfter:             Duration(5 * time.Second),
 			Replication:           1,
 			MaintenanceAlertAfter: Duration(time.Hour),
 		},

@@ -30,7 +30,7 @@ func TestEnvName(t *testing.T) {
 // Every leaf has exactly one, distinct variable, and each can be set from the environment.
 func TestEnvVarsCoverEveryLeaf(t *testing.T) {
 	vars := EnvVars()
-	assert.Len(t, vars, 42)
+	assert.Len(t, vars, 44)
 	seen := map[string]string{}
 	for _, v := range vars {
 		if other, dup := seen[v.Name]; dup {

@@ -38,7 +38,7 @@ func TestDefaults(t *testing.T) {
 	assert.Equal(t, "", d.NATS.StoreDir)
 	assert.Equal(t, "", d.NATS.Listen)
 	assert.Equal(t, ByteSize(0), d.NATS.MaxStoreBytes)
-	assert.Equal(t, Kubo{Concurrency: 32, PinTimeout: Duration(10 * time.Minute), Replication: 1, MaintenanceAlertAfter: Duration(time.Hour)}, d.Kubo)
+	assert.Equal(t, Kubo{Concurrency: 32, PinTimeout: Duration(10 * time.Minute), SlowAfter: Duration(5 * time.Second), Replication: 1, MaintenanceAlertAfter: Duration(time.Hour)}, d.Kubo)
 	assert.Equal(t, Authentik{}, d.Auth.Authentik)
 	assert.Empty(t, d.Auth.APIToken.SigningKeys)
 	assert.Equal(t, 720*time.Hour, d.Auth.APIToken.DefaultTTL.D())
@@ -104,6 +104,8 @@ kubo:
   rpcURL: http://127.0.0.1:5001
   concurrency: 8
   pinTimeout: 1d12h
+  slowAfter: 30s
+  slowLimit: 64
   replication: 2
   nodeID: node-1
 auth:
@@ -160,6 +162,8 @@ func fullConfig() Config {
 			RPCURL:      "http://127.0.0.1:5001",
 			Concurrency: 8,
 			PinTimeout:  Duration(36 * time.Hour),
+			SlowAfter:   Duration(30 * time.Second),
+			SlowLimit:   64,
 			Replication: 2,
 			NodeID:      "node-1",
 

@@ -205,6 +205,10 @@ func (c Config) validateKubo(v *validator) {
 		v.add("kubo.concurrency: %d is out of range; use 1 to 256 (8 to 32 suits most nodes)", k.Concurrency)
 	}
 	v.positive("kubo.pinTimeout", k.PinTimeout, "10m")
+	v.positive("kubo.slowAfter", k.SlowAfter, "5s")
+	if k.SlowLimit < 0 || k.SlowLimit > 4096 {
+		v.add("kubo.slowLimit: %d is out of range; use 0 (4 x kubo.concurrency) to 4096", k.SlowLimit)
+	}
 	if k.Capacity < 0 {
 		v.add("kubo.capacity: %d must be 0 (unlimited) or a positive number of pins", k.Capacity)
 	}

@@ -124,11 +124,13 @@ func TestValidateErrors(t *testing.T) {
 			`nats.leafnodes.listen: "7422" is not host:port; use e.g. 0.0.0.0:7422`,
 		}},
 		{"kubo", ModeServe, func(c *Config) {
-			c.Kubo = Kubo{RPCURL: "127.0.0.1:5001", Concurrency: 300, PinTimeout: 0, Replication: 0, NodeID: "node.1"}
+			c.Kubo = Kubo{RPCURL: "127.0.0.1:5001", Concurrency: 300, PinTimeout: 0, SlowLimit: -1, Replication: 0, NodeID: "node.1"}
 		}, []string{
 			`kubo.rpcURL: "127.0.0.1:5001" is not an absolute http(s) URL; use e.g. http://127.0.0.1:5001`,
 			`kubo.concurrency: 300 is out of range; use 1 to 256 (8 to 32 suits most nodes)`,
 			`kubo.pinTimeout: must be greater than 0; use e.g. 10m`,
+			`kubo.slowAfter: must be greater than 0; use e.g. 5s`,
+			`kubo.slowLimit: -1 is out of range; use 0 (4 x kubo.concurrency) to 4096`,
 			`kubo.replication: 0 must be at least 1`,
 			`kubo.nodeID: "node.1" is not a node id; use 1-64 letters, digits, '-' or '_' starting with a letter or digit (it appears in NATS subjects), or leave it empty to derive one`,
 		}},
