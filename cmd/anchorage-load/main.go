@@ -377,20 +377,22 @@ func (n *node) hammer(workers int, d time.Duration, rate int, mk func(w, i int) 
 	var firstErr atomic.Value
 	start := time.Now()
 	deadline := start.Add(d)
-	var tick <-chan time.Time
-	if rate > 0 {
-		t := time.NewTicker(time.Second / time.Duration(rate))
-		defer t.Stop()
-		tick = t.C
-	}
+	// Paced: request k is due at start + k/rate, whichever worker takes it; one that is late goes at once, so the
+	// rate holds on average as long as the workers keep up. (A 1 ms ticker lost the ticks its receivers missed:
+	// 848-928 writes/s of 1,000 on a busy machine.)
+	var next atomic.Int64
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
 		wg.Go(func() {
 			var lat []time.Duration
 			var mine []created
 			for i := 0; time.Now().Before(deadline); i++ {
-				if tick != nil {
-					<-tick
+				if rate > 0 {
+					due := start.Add(time.Duration(next.Add(1)-1) * time.Second / time.Duration(rate))
+					if !due.Before(deadline) {
+						break
+					}
+					time.Sleep(time.Until(due))
 				}
 				req, err := mk(w, i)
 				if err != nil {
