@@ -346,8 +346,9 @@ func (w *Worker) collect(batch []report, timeout <-chan time.Time) []report {
 	return batch
 }
 
-// rebuild restores the refcounts (which CIDs live placements hold on this node) and the current term without
-// reading any history: the last message per placement subject is each pin's state.
+// rebuild derives the node's pin set (which placements are live, which CIDs they hold) from the log without
+// reading its history: from the worker's snapshot and the node's events after it when there is a usable one,
+// else from the last event of each placement subject (and then it writes a snapshot for the next start).
 func (w *Worker) rebuild(ctx context.Context) error {
 	// From nothing: a Run after a failed one derives the state again (its jobs have all ended; whatever they
 	// reported is in the log). resume emptied resumeOrigins.
