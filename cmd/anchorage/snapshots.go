@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // fileSnapshots keeps node workers' start-up snapshots (projections.WorkerSnapshots) as files under
@@ -26,6 +27,12 @@ func (f fileSnapshots) Save(node string, write func(io.Writer) error) error {
 		return err
 	}
 	path := f.path(node)
+	// A process killed while writing leaves its temporary file: the next save clears them.
+	if stale, _ := filepath.Glob(filepath.Join(f.dir, globEscape(filepath.Base(path))+".*.tmp")); len(stale) > 0 {
+		for _, s := range stale {
+			_ = os.Remove(s)
+		}
+	}
 	tmp, err := os.CreateTemp(f.dir, filepath.Base(path)+".*.tmp")
 	if err != nil {
 		return err
@@ -51,4 +58,16 @@ func (f fileSnapshots) Save(node string, write func(io.Writer) error) error {
 		return err
 	}
 	return eventsSyncDir(f.dir)
+}
+
+// globEscape quotes the glob metacharacters of a file name (a node id may hold '[' or '*').
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[\\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }

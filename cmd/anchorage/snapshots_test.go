@@ -48,6 +48,15 @@ func TestFileSnapshots(t *testing.T) {
 	require.Equal(t, "slashed", read("a/b"))
 	require.Equal(t, "escaped", read("a%2Fb"))
 
+	// Temporary files of a save that was killed are cleared by the next one (and only the node's own).
+	for _, name := range []string{"n1.snapshot.123.tmp", "n1.snapshot.456.tmp", "a%252Fb.snapshot.1.tmp"} {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte("torn"), 0o600))
+	}
+	require.NoError(t, write("n1", "third"))
+	require.Equal(t, "third", read("n1"))
+	require.FileExists(t, filepath.Join(dir, "a%252Fb.snapshot.1.tmp"))
+	require.NoError(t, os.Remove(filepath.Join(dir, "a%252Fb.snapshot.1.tmp")))
+
 	entries, err := os.ReadDir(dir)
 	require.NoError(t, err)
 	require.Len(t, entries, 3, "one file per node, no temporary files: %v", entries)
