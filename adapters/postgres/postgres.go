@@ -72,8 +72,17 @@ func openPool(ctx context.Context, dsn string, maxConns int32, role string) (*pg
 		// scan behind a false one-time filter: two workers started and stopped for nothing, 10-20 ms per query
 		// on an idle machine, over 200 ms on a busy one.
 		cfg.ConnConfig.RuntimeParams["max_parallel_workers_per_gather"] = "0"
+		// Nor does one gain from JIT compilation, which PostgreSQL starts once a plan's estimated cost passes
+		// jit_above_cost, whatever the rows the query will really touch: at 1.3M pins the meta filter's plan
+		// crossed it, and each such list spent 54 ms compiling 65 functions to run for 0.7 ms (p50 524-773 ms
+		// under the query benchmark), the partial-name filter the same.
+		cfg.ConnConfig.RuntimeParams["jit"] = "off"
 	case roleOwner:
 		cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
+		// The projectors' statements touch a batch's rows; a plan whose estimate crosses jit_above_cost on a large
+		// table would compile for tens of milliseconds to run for one (see the API role). Rebuilds, whose bulk
+		// statements read whole tables, use a pool of their own and keep PostgreSQL's default.
+		cfg.ConnConfig.RuntimeParams["jit"] = "off"
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -276,6 +276,16 @@ func TestRowLevelSecurity(t *testing.T) {
 	var parallel string
 	require.NoError(t, one.QueryRow(ctx, "SHOW max_parallel_workers_per_gather").Scan(&parallel))
 	require.Equal(t, "0", parallel)
+	// Nor JIT compilation (see openPool): a plan whose cost estimate crosses jit_above_cost compiled for tens of
+	// milliseconds to run for one.
+	var jit string
+	require.NoError(t, one.QueryRow(ctx, "SHOW jit").Scan(&jit))
+	require.Equal(t, "off", jit)
+	owner, err := postgres.OpenOwnerPool(ctx, f.db.OwnerDSN, 1)
+	require.NoError(t, err)
+	defer owner.Close()
+	require.NoError(t, owner.QueryRow(ctx, "SHOW jit").Scan(&jit))
+	require.Equal(t, "off", jit, "the projectors' connections")
 
 	// The API role cannot write, even to its own org.
 	err = f.reader.InOrg(ctx, orgA, func(tx pgx.Tx) error {
