@@ -375,15 +375,20 @@ func TestWorkerSnapshotRejected(t *testing.T) {
 	}
 }
 
+// snapshotOf writes a random history of steps steps and returns it with the snapshot a worker's start takes.
+func snapshotOf(tb testing.TB, seed uint64, steps int) (*memLog, []byte) {
+	log := &memLog{id: "log-1"}
+	newHistory(log, seed).write(steps)
+	snaps := &memSnapshots{}
+	w := NewWorker(log, nil, WorkerConfig{NodeID: "n1", Snapshots: snaps})
+	require.NoError(tb, w.rebuild(context.Background()))
+	return log, snaps.files["n1"]
+}
+
 // Every prefix of a snapshot, and every single-byte change, is refused without a panic and leaves the state
 // empty.
 func TestWorkerSnapshotDamage(t *testing.T) {
-	log := &memLog{id: "log-1"}
-	newHistory(log, 3).write(120)
-	snaps := &memSnapshots{}
-	w := NewWorker(log, nil, WorkerConfig{NodeID: "n1", Snapshots: snaps})
-	require.NoError(t, w.rebuild(context.Background()))
-	good := snaps.files["n1"]
+	log, good := snapshotOf(t, 3, 120)
 	try := func(b []byte) error {
 		w := NewWorker(log, nil, WorkerConfig{NodeID: "n1", Snapshots: &memSnapshots{files: map[string][]byte{"n1": b}}})
 		_, _, ok, err := w.restoreSnapshot(context.Background(), log)
@@ -408,12 +413,8 @@ func TestWorkerSnapshotDamage(t *testing.T) {
 // FuzzWorkerSnapshot feeds arbitrary bytes to the snapshot reader: an error or a state, never a panic or a
 // huge allocation.
 func FuzzWorkerSnapshot(f *testing.F) {
-	log := &memLog{id: "log-1"}
-	newHistory(log, 5).write(60)
-	snaps := &memSnapshots{}
-	w := NewWorker(log, nil, WorkerConfig{NodeID: "n1", Snapshots: snaps})
-	require.NoError(f, w.rebuild(context.Background()))
-	f.Add(snaps.files["n1"])
+	log, good := snapshotOf(f, 5, 60)
+	f.Add(good)
 	f.Add([]byte(snapMagic))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		w := NewWorker(log, nil, WorkerConfig{NodeID: "n1", Snapshots: &memSnapshots{files: map[string][]byte{"n1": b}}})

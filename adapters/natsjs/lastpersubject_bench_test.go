@@ -26,20 +26,8 @@ import (
 //
 // ANCHORAGE_BENCH_PINS sets the number of pins (default 200,000).
 func BenchmarkLastPerSubject(b *testing.B) {
-	pins := 200_000
-	if v, err := strconv.Atoi(os.Getenv("ANCHORAGE_BENCH_PINS")); err == nil && v > 0 {
-		pins = v
-	}
 	ctx := context.Background()
-	s, err := natsjs.StartServer(natsjs.ServerConfig{StoreDir: b.TempDir(), Sync: natsjs.SyncInterval, SyncInterval: time.Minute})
-	require.NoError(b, err)
-	b.Cleanup(func() { s.Shutdown(ctx) })
-	l, err := natsjs.OpenLog(ctx, s, natsjs.LogConfig{})
-	require.NoError(b, err)
-	defer l.Close()
-	appendPinHistories(b, l, pins, "n1", func(_ int, id string) events.PinRequested {
-		return events.PinRequested{OrgID: org, RequestID: id, CID: benchCID, Created: time.Now()}
-	})
+	l, pins := nodePlacementLog(b)
 	for b.Loop() {
 		peak := trackPeakHeap()
 		start := time.Now()
@@ -53,6 +41,26 @@ func BenchmarkLastPerSubject(b *testing.B) {
 		b.ReportMetric(float64(pins)/elapsed.Seconds(), "subjects/s")
 		b.ReportMetric(float64(grew)/(1<<20), "peak-live-heap-growth-MiB")
 	}
+}
+
+// nodePlacementLog is an in-process event log holding, for each of ANCHORAGE_BENCH_PINS pins (default 200,000),
+// a request, a placement on node n1 and its pinned observation.
+func nodePlacementLog(b *testing.B) (*natsjs.EventLog, int) {
+	pins := 200_000
+	if v, err := strconv.Atoi(os.Getenv("ANCHORAGE_BENCH_PINS")); err == nil && v > 0 {
+		pins = v
+	}
+	ctx := context.Background()
+	s, err := natsjs.StartServer(natsjs.ServerConfig{StoreDir: b.TempDir(), Sync: natsjs.SyncInterval, SyncInterval: time.Minute})
+	require.NoError(b, err)
+	b.Cleanup(func() { s.Shutdown(ctx) })
+	l, err := natsjs.OpenLog(ctx, s, natsjs.LogConfig{})
+	require.NoError(b, err)
+	b.Cleanup(l.Close)
+	appendPinHistories(b, l, pins, "n1", func(_ int, id string) events.PinRequested {
+		return events.PinRequested{OrgID: org, RequestID: id, CID: benchCID, Created: time.Now()}
+	})
+	return l, pins
 }
 
 // trackPeakHeap samples the live heap (as marked by the latest GC) every millisecond until the returned
@@ -94,20 +102,8 @@ func trackPeakHeap() func() int64 {
 //
 // ANCHORAGE_BENCH_PINS sets the number of pins (default 200,000).
 func BenchmarkWorkerStart(b *testing.B) {
-	pins := 200_000
-	if v, err := strconv.Atoi(os.Getenv("ANCHORAGE_BENCH_PINS")); err == nil && v > 0 {
-		pins = v
-	}
 	ctx := context.Background()
-	s, err := natsjs.StartServer(natsjs.ServerConfig{StoreDir: b.TempDir(), Sync: natsjs.SyncInterval, SyncInterval: time.Minute})
-	require.NoError(b, err)
-	b.Cleanup(func() { s.Shutdown(ctx) })
-	l, err := natsjs.OpenLog(ctx, s, natsjs.LogConfig{})
-	require.NoError(b, err)
-	defer l.Close()
-	appendPinHistories(b, l, pins, "n1", func(_ int, id string) events.PinRequested {
-		return events.PinRequested{OrgID: org, RequestID: id, CID: benchCID, Created: time.Now()}
-	})
+	l, pins := nodePlacementLog(b)
 	for b.Loop() {
 		snaps := &memSnapshots{}
 		start := func(until ...string) (map[string]time.Duration, int64) {
