@@ -97,12 +97,8 @@ func (r *Reader) ExplainCases(ctx context.Context, org string) ([]ExplainCase, e
 		_, err := queries.PinsCountByName(ctx, db, dbsqlc.PinsCountByNameParams{Statuses: all, NameLower: lower, NameExact: true, Name: name})
 		return err
 	})
-	add("GET /pins?name=<part>&match=ipartial", func(db dbsqlc.DBTX) error {
+	add("GET /pins?name=<part>&match=ipartial (the page and its count, one statement)", func(db dbsqlc.DBTX) error {
 		_, err := queries.PinsListByNamePattern(ctx, db, dbsqlc.PinsListByNamePatternParams{Statuses: all, NamePattern: partial, NameLowerPattern: lowerPartial, NameCi: true, Lim: 10})
-		return err
-	})
-	add("count for name=<part>&match=ipartial", func(db dbsqlc.DBTX) error {
-		_, err := queries.PinsCountByNamePattern(ctx, db, dbsqlc.PinsCountByNamePatternParams{Statuses: all, NamePattern: partial, NameLowerPattern: lowerPartial, NameCi: true})
 		return err
 	})
 	add(`GET /pins?meta={"w":"3"}`, func(db dbsqlc.DBTX) error {

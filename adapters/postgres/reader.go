@@ -147,16 +147,20 @@ func (r *Reader) ListPins(ctx context.Context, f projections.PinFilter) (int64, 
 				Meta: meta, NamePattern: pattern, NameLowerPattern: lowerPattern, NameCi: ci})
 		}
 	case pattern != nil:
+		// The page and the count come from one statement (one trigram search; no row: no match).
 		got, err := queries.PinsListByNamePattern(ctx, db, dbsqlc.PinsListByNamePatternParams{Statuses: statuses, After: after, Before: before,
 			NamePattern: *pattern, NameLowerPattern: *lowerPattern, NameCi: ci, Lim: lim})
-		rows, err = convertRows(got, err)
 		if err != nil {
 			return 0, nil, interpret(err)
 		}
-		count = func() (int64, error) {
-			return queries.PinsCountByNamePattern(ctx, db, dbsqlc.PinsCountByNamePatternParams{Statuses: statuses, After: after, Before: before,
-				NamePattern: *pattern, NameLowerPattern: *lowerPattern, NameCi: ci})
+		total := int64(0)
+		rows = make([]dbsqlc.PinsListRow, len(got))
+		for i, r := range got {
+			rows[i] = dbsqlc.PinsListRow{RequestID: r.RequestID, Created: r.Created, Status: r.Status, Cid: r.Cid, Name: r.Name,
+				Meta: r.Meta, Origins: r.Origins, Info: r.Info, Delegates: r.Delegates}
+			total = r.Total
 		}
+		count = func() (int64, error) { return total, nil }
 	default:
 		rows, err = queries.PinsList(ctx, db, dbsqlc.PinsListParams{Statuses: statuses, After: after, Before: before, Lim: lim})
 		if err != nil {
@@ -193,7 +197,7 @@ func (r *Reader) ListPins(ctx context.Context, f projections.PinFilter) (int64, 
 
 // listRow is any of the generated list row types, which all have PinsListRow's fields.
 type listRow interface {
-	dbsqlc.PinsListByCIDRow | dbsqlc.PinsListByNameRow | dbsqlc.PinsListByMetaRow | dbsqlc.PinsListByNamePatternRow
+	dbsqlc.PinsListByCIDRow | dbsqlc.PinsListByNameRow | dbsqlc.PinsListByMetaRow
 }
 
 func convertRows[T listRow](rows []T, err error) ([]dbsqlc.PinsListRow, error) {

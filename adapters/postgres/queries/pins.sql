@@ -135,17 +135,20 @@ ORDER BY p.pos DESC
 LIMIT @lim::int;
 
 -- name: PinsListByNamePattern :many
-WITH m AS MATERIALIZED (
+-- A name-pattern filter's page and its count from one search: the trigram search's matches are found once, where
+-- a list and a count statement each searched them (the search is O(names the pattern matches)). Every row carries
+-- the count; no row means no match.
+WITH f AS MATERIALIZED (
     SELECT f.request_id, f.pos FROM pins_matching_name(@name_pattern::text, @name_lower_pattern::text, @name_ci::boolean) AS f(request_id, pos, status)
     WHERE f.status = ANY(@statuses::smallint[])
       AND f.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= sqlc.narg(after)::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
       AND f.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= sqlc.narg(before)::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
-      AND true
-    ORDER BY f.pos DESC
-    LIMIT @lim::int
+), m AS MATERIALIZED (
+    SELECT f.request_id, f.pos FROM f ORDER BY f.pos DESC LIMIT @lim::int
 )
 SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info,
-       (SELECT coalesce(array_agg(a ORDER BY n.node_id), '{}')::text[] FROM nodes n CROSS JOIN LATERAL unnest(n.addrs) AS a WHERE n.node_id = ANY(q.placed_nodes)) AS delegates
+       (SELECT coalesce(array_agg(a ORDER BY n.node_id), '{}')::text[] FROM nodes n CROSS JOIN LATERAL unnest(n.addrs) AS a WHERE n.node_id = ANY(q.placed_nodes)) AS delegates,
+       (SELECT count(*) FROM f)::bigint AS total
 FROM m JOIN pins q ON q.request_id = m.request_id
 ORDER BY q.pos DESC;
 
@@ -201,13 +204,6 @@ ELSE
        AND q.meta @> @meta::jsonb
        AND (sqlc.narg(name_pattern)::text IS NULL OR (q.name_lower LIKE sqlc.narg(name_lower_pattern)::text AND (@name_ci::boolean OR q.name LIKE sqlc.narg(name_pattern)::text))))
 END)::bigint AS n;
-
--- name: PinsCountByNamePattern :one
-SELECT count(*)::bigint AS n FROM pins_matching_name(@name_pattern::text, @name_lower_pattern::text, @name_ci::boolean) AS f(request_id, pos, status)
-WHERE f.status = ANY(@statuses::smallint[])
-  AND f.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= sqlc.narg(after)::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
-  AND f.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= sqlc.narg(before)::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
-  AND true;
 
 -- name: PinsCountPositions :one
 -- Count of statuses within the bounds: whole 1024-position buckets from pin_counts, plus index-only counts of

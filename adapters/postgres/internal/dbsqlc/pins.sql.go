@@ -245,37 +245,6 @@ func (q *Queries) PinsCountByName(ctx context.Context, db DBTX, arg PinsCountByN
 	return n, err
 }
 
-const PinsCountByNamePattern = `-- name: PinsCountByNamePattern :one
-SELECT count(*)::bigint AS n FROM pins_matching_name($1::text, $2::text, $3::boolean) AS f(request_id, pos, status)
-WHERE f.status = ANY($4::smallint[])
-  AND f.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $5::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
-  AND f.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= $6::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
-  AND true
-`
-
-type PinsCountByNamePatternParams struct {
-	NamePattern      string
-	NameLowerPattern string
-	NameCi           bool
-	Statuses         []int16
-	After            *time.Time
-	Before           *time.Time
-}
-
-func (q *Queries) PinsCountByNamePattern(ctx context.Context, db DBTX, arg PinsCountByNamePatternParams) (int64, error) {
-	row := db.QueryRow(ctx, PinsCountByNamePattern,
-		arg.NamePattern,
-		arg.NameLowerPattern,
-		arg.NameCi,
-		arg.Statuses,
-		arg.After,
-		arg.Before,
-	)
-	var n int64
-	err := row.Scan(&n)
-	return n, err
-}
-
 const PinsCountPositions = `-- name: PinsCountPositions :one
 WITH bounds AS MATERIALIZED (
     SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $2::timestamptz ORDER BY a.created DESC LIMIT 1), 0) AS lo,
@@ -735,17 +704,17 @@ func (q *Queries) PinsListByName(ctx context.Context, db DBTX, arg PinsListByNam
 }
 
 const PinsListByNamePattern = `-- name: PinsListByNamePattern :many
-WITH m AS MATERIALIZED (
+WITH f AS MATERIALIZED (
     SELECT f.request_id, f.pos FROM pins_matching_name($1::text, $2::text, $3::boolean) AS f(request_id, pos, status)
     WHERE f.status = ANY($4::smallint[])
       AND f.pos > (SELECT coalesce((SELECT a.pos FROM pins a WHERE a.created <= $5::timestamptz ORDER BY a.created DESC LIMIT 1), 0))
       AND f.pos < (SELECT coalesce((SELECT b.pos FROM pins b WHERE b.created >= $6::timestamptz ORDER BY b.created LIMIT 1), 9223372036854775807))
-      AND true
-    ORDER BY f.pos DESC
-    LIMIT $7::int
+), m AS MATERIALIZED (
+    SELECT f.request_id, f.pos FROM f ORDER BY f.pos DESC LIMIT $7::int
 )
 SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info,
-       (SELECT coalesce(array_agg(a ORDER BY n.node_id), '{}')::text[] FROM nodes n CROSS JOIN LATERAL unnest(n.addrs) AS a WHERE n.node_id = ANY(q.placed_nodes)) AS delegates
+       (SELECT coalesce(array_agg(a ORDER BY n.node_id), '{}')::text[] FROM nodes n CROSS JOIN LATERAL unnest(n.addrs) AS a WHERE n.node_id = ANY(q.placed_nodes)) AS delegates,
+       (SELECT count(*) FROM f)::bigint AS total
 FROM m JOIN pins q ON q.request_id = m.request_id
 ORDER BY q.pos DESC
 `
@@ -770,8 +739,12 @@ type PinsListByNamePatternRow struct {
 	Origins   []byte
 	Info      []byte
 	Delegates []string
+	Total     int64
 }
 
+// A name-pattern filter's page and its count from one search: the trigram search's matches are found once, where
+// a list and a count statement each searched them (the search is O(names the pattern matches)). Every row carries
+// the count; no row means no match.
 func (q *Queries) PinsListByNamePattern(ctx context.Context, db DBTX, arg PinsListByNamePatternParams) ([]PinsListByNamePatternRow, error) {
 	rows, err := db.Query(ctx, PinsListByNamePattern,
 		arg.NamePattern,
@@ -799,6 +772,7 @@ func (q *Queries) PinsListByNamePattern(ctx context.Context, db DBTX, arg PinsLi
 			&i.Origins,
 			&i.Info,
 			&i.Delegates,
+			&i.Total,
 		); err != nil {
 			return nil, err
 		}
