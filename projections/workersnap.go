@@ -284,7 +284,7 @@ func (d *snapDecoder) uint() uint64 {
 	if d.err != nil {
 		return 0
 	}
-	v, err := binary.ReadUvarint(byteCounter{d})
+	v, err := binary.ReadUvarint(hashingByteReader{d})
 	if err != nil {
 		d.err = fmt.Errorf("truncated snapshot: %w", err)
 	}
@@ -313,10 +313,10 @@ func (d *snapDecoder) str() string {
 	return string(b)
 }
 
-// byteCounter feeds binary.ReadUvarint one byte at a time, hashing each.
-type byteCounter struct{ d *snapDecoder }
+// hashingByteReader feeds binary.ReadUvarint one byte at a time, hashing each.
+type hashingByteReader struct{ d *snapDecoder }
 
-func (b byteCounter) ReadByte() (byte, error) {
+func (b hashingByteReader) ReadByte() (byte, error) {
 	c, err := b.d.r.ReadByte()
 	if err == nil {
 		b.d.sum.Write([]byte{c})
@@ -457,14 +457,15 @@ func (w *Worker) saveSnapshot(h snapHeader) {
 // changed ones. Memory is the changed placements only. It reports how many events it folded in (0: nothing
 // worth a rewrite: fewer than snapTailMin, or no snapshot to refresh).
 func (w *Worker) refreshSnapshot(ctx context.Context, sl SnapshotLog) (int, error) {
-	rc, _, h, head, err := w.openSnapshot(ctx, sl)
+	// Checked against the log once; the file stays open for the first pass over its entries below.
+	rc, dec, h, head, err := w.openSnapshot(ctx, sl)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, nil
 	}
 	if err != nil {
 		return 0, err
 	}
-	rc.Close()
+	defer rc.Close()
 	if head <= h.seq {
 		return 0, nil
 	}
@@ -490,7 +491,7 @@ func (w *Worker) refreshSnapshot(ctx context.Context, sl SnapshotLog) (int, erro
 	}
 	// Two passes over the old snapshot: count what survives (the header announces the count), then write.
 	kept := uint64(0)
-	if err := w.readOldEntries(ctx, sl, func(en snapEntry) {
+	if err := readEntries(dec, h, func(en snapEntry) {
 		if _, ok := changed.state[en.k]; !ok {
 			kept++
 		}
@@ -505,7 +506,7 @@ func (w *Worker) refreshSnapshot(ctx context.Context, sl SnapshotLog) (int, erro
 		var rerr error
 		werr := writeSnapshot(out, next, func(yield func(snapEntry) bool) {
 			stop := false
-			rerr = w.readOldEntries(ctx, sl, func(en snapEntry) {
+			rerr = w.readSnapshotAgain(h, func(en snapEntry) {
 				if _, ok := changed.state[en.k]; !ok && !stop {
 					stop = !yield(en)
 				}
@@ -523,13 +524,22 @@ func (w *Worker) refreshSnapshot(ctx context.Context, sl SnapshotLog) (int, erro
 	return tail, nil
 }
 
-// readOldEntries reads the node's current snapshot whole (checked as openSnapshot checks it, and its checksum).
-func (w *Worker) readOldEntries(ctx context.Context, sl SnapshotLog, fn func(snapEntry)) error {
-	rc, dec, h, _, err := w.openSnapshot(ctx, sl)
+// readSnapshotAgain reads the entries of the node's snapshot, which must still be the one with header h (already
+// checked against the log), and its checksum.
+func (w *Worker) readSnapshotAgain(h snapHeader, fn func(snapEntry)) error {
+	rc, err := w.cfg.Snapshots.Load(w.cfg.NodeID)
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
+	dec := newSnapDecoder(rc)
+	again, err := readSnapshotHeader(dec)
+	if err != nil {
+		return err
+	}
+	if again != h {
+		return errors.New("the snapshot changed while it was being refreshed")
+	}
 	return readEntries(dec, h, fn)
 }
 

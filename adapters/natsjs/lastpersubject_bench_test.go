@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/anchorage-pin/anchorage/adapters/natsjs"
+	"github.com/anchorage-pin/anchorage/adapters/natsjs/natstest"
 	"github.com/anchorage-pin/anchorage/events"
 	"github.com/anchorage-pin/anchorage/projections"
 	"github.com/stretchr/testify/require"
@@ -50,11 +51,7 @@ func nodePlacementLog(b *testing.B) (*natsjs.EventLog, int) {
 	if v, err := strconv.Atoi(os.Getenv("ANCHORAGE_BENCH_PINS")); err == nil && v > 0 {
 		pins = v
 	}
-	ctx := context.Background()
-	s, err := natsjs.StartServer(natsjs.ServerConfig{StoreDir: b.TempDir(), Sync: natsjs.SyncInterval, SyncInterval: time.Minute})
-	require.NoError(b, err)
-	b.Cleanup(func() { s.Shutdown(ctx) })
-	l, err := natsjs.OpenLog(ctx, s, natsjs.LogConfig{})
+	l, err := natsjs.OpenLog(context.Background(), natstest.ServerIn(b, b.TempDir(), natsjs.SyncInterval), natsjs.LogConfig{})
 	require.NoError(b, err)
 	b.Cleanup(l.Close)
 	appendPinHistories(b, l, pins, "n1", func(_ int, id string) events.PinRequested {

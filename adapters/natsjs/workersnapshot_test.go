@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/anchorage-pin/anchorage/adapters/natsjs"
+	"github.com/anchorage-pin/anchorage/adapters/natsjs/natstest"
 	"github.com/anchorage-pin/anchorage/domain"
 	"github.com/anchorage-pin/anchorage/events"
 	"github.com/anchorage-pin/anchorage/projections"
@@ -62,22 +63,14 @@ func TestSnapshotLogMethods(t *testing.T) {
 
 	l.Close()
 	s.Shutdown(ctx)
-	s, err = natsjs.StartServer(natsjs.ServerConfig{StoreDir: dir, Sync: natsjs.SyncInterval, SyncInterval: time.Minute})
-	require.NoError(t, err)
-	defer s.Shutdown(ctx)
-	l, err = natsjs.OpenLog(ctx, s, natsjs.LogConfig{})
+	l, err = natsjs.OpenLog(ctx, natstest.ServerIn(t, dir, natsjs.SyncInterval), natsjs.LogConfig{})
 	require.NoError(t, err)
 	defer l.Close()
 	id2, err := l.LogID(ctx)
 	require.NoError(t, err)
 	require.Equal(t, id1, id2, "the same log after a restart")
 
-	s3, err := natsjs.StartServer(natsjs.ServerConfig{StoreDir: t.TempDir(), Sync: natsjs.SyncInterval, SyncInterval: time.Minute})
-	require.NoError(t, err)
-	defer s3.Shutdown(ctx)
-	l3, err := natsjs.OpenLog(ctx, s3, natsjs.LogConfig{})
-	require.NoError(t, err)
-	defer l3.Close()
+	_, l3 := natstest.Log(t)
 	id3, err := l3.LogID(ctx)
 	require.NoError(t, err)
 	require.NotEqual(t, id1, id3, "another store, another log")
@@ -88,12 +81,7 @@ func TestSnapshotLogMethods(t *testing.T) {
 // meanwhile.
 func TestWorkerStartsFromItsSnapshot(t *testing.T) {
 	ctx := context.Background()
-	s, err := natsjs.StartServer(natsjs.ServerConfig{StoreDir: t.TempDir(), Sync: natsjs.SyncInterval, SyncInterval: time.Minute})
-	require.NoError(t, err)
-	defer s.Shutdown(ctx)
-	l, err := natsjs.OpenLog(ctx, s, natsjs.LogConfig{})
-	require.NoError(t, err)
-	defer l.Close()
+	_, l := natstest.Log(t)
 	// 300 pins placed on n1 and reported pinned (the observation naming its placement's sequence).
 	var msgs []domain.Message
 	var ids []string

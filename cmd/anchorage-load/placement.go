@@ -47,7 +47,7 @@ func (n *node) placementBench(count, workers int) error {
 	if err != nil {
 		return err
 	}
-	cpuStart := cpuByName()
+	cpuStart := cpuByPID()
 	start := time.Now()
 	timeline := n.timeline(start)
 	var next atomic.Int64
@@ -97,7 +97,7 @@ func (n *node) placementBench(count, workers int) error {
 		time.Sleep(pollDelay(c, int64(count), time.Since(start)))
 	}
 	total := time.Since(start)
-	cpuEnd := cpuByName()
+	cpuEnd := cpuByPID()
 	timeline() // stopped here, not deferred: its polling would otherwise load the node during Kubo alone
 	e2e := float64(count) / total.Seconds()
 	fmt.Printf("%-40s %8.0f pins/s  (%d pins, all POSTed in %s, all pinned after %s, errors=%d)\n",
@@ -114,7 +114,7 @@ func (n *node) placementBench(count, workers int) error {
 		if err != nil {
 			return err
 		}
-		cpu0 := cpuByName()
+		cpu0 := cpuByPID()
 		t0 := time.Now()
 		var i atomic.Int64
 		var kerrs atomic.Int64
@@ -135,7 +135,7 @@ func (n *node) placementBench(count, workers int) error {
 		kwg.Wait()
 		rate := float64(count) / time.Since(t0).Seconds()
 		fmt.Printf("%-40s %8.0f pins/s  (errors=%d)\n", fmt.Sprintf("Kubo alone, %d in flight", c), rate, kerrs.Load())
-		fmt.Printf("  CPU used meanwhile: %s\n", cpuDelta(cpu0, cpuByName(), count))
+		fmt.Printf("  CPU used meanwhile: %s\n", cpuDelta(cpu0, cpuByPID(), count))
 		if rate > best {
 			best, bestC = rate, c
 		}
@@ -361,9 +361,9 @@ func (n *node) requirePlacing() error {
 	return nil
 }
 
-// cpuByName reads the CPU seconds (user + system) every process on the machine has used so far, by pid, with
+// cpuByPID reads the CPU seconds (user + system) every process on the machine has used so far, by pid, with
 // its name. Differences between two calls show where a phase's CPU went (cpuDelta).
-func cpuByName() map[int]procCPU {
+func cpuByPID() map[int]procCPU {
 	out := map[int]procCPU{}
 	dirs, _ := os.ReadDir("/proc")
 	for _, d := range dirs {
@@ -396,7 +396,7 @@ type procCPU struct {
 	s    float64
 }
 
-// cpuDelta formats where the CPU went between two cpuByName calls, by process name, per pin, largest first.
+// cpuDelta formats where the CPU went between two cpuByPID calls, by process name, per pin, largest first.
 // Kernel threads are left out (their names change with the work they do); processes that exited in between are
 // missing, so short-lived ones are undercounted.
 func cpuDelta(before, after map[int]procCPU, pins int) string {
