@@ -123,6 +123,9 @@ type Worker struct {
 	// resumeOrigins are the origins of unfinished placements found by rebuild, for resume.
 	resumeOrigins map[pinKey][]string
 	jobs          sync.WaitGroup
+	// stopping is set (under mu) once a Run's deliveries have ended: a delivery still being handled then starts
+	// no job (jobs.Add must not race the Run's jobs.Wait); it is delivered again later.
+	stopping bool
 	// busy counts placements between the start of their job (including the wait for a pin slot) and their final
 	// report being queued: while it is above zero more reports are on their way.
 	busy    atomic.Int64
@@ -244,7 +247,7 @@ func (w *Worker) Placed() int64 {
 // placements until ctx ends, and waits for the pins in flight.
 func (w *Worker) Run(ctx context.Context) error {
 	w.mu.Lock()
-	w.ctx = ctx
+	w.ctx, w.stopping = ctx, false
 	w.mu.Unlock()
 	if err := w.rebuild(ctx); err != nil {
 		return fmt.Errorf("worker %s: rebuild: %w", w.cfg.NodeID, err)
@@ -267,6 +270,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	filters := []string{events.NodePlacements(w.cfg.NodeID)}
 	err := w.src.ConsumeDurable(ctx, "node-"+w.cfg.NodeID, filters, 4*w.cfg.Concurrency, w.cfg.PinTimeout+time.Minute,
 		w.handle, func(err error) { w.lg.Error("delivery failed", "err", err) })
+	// A delivery can still be in its handler after ConsumeDurable returns: from here on it starts no job.
+	w.mu.Lock()
+	w.stopping = true
+	w.mu.Unlock()
 	w.jobs.Wait()
 	w.reportsMu.Lock()
 	w.reportsClosed = true
@@ -588,15 +595,20 @@ func (w *Worker) startLocked(d Delivery, ref PinRef, rec events.Record, e events
 		_ = d.Ack() // the job for this placement is running and will report
 		return
 	}
+	if w.stopping {
+		w.mu.Unlock()
+		_ = d.Nak(0) // the Run is ending: delivered again to the next one
+		return
+	}
 	parent := w.ctx
 	if parent == nil {
 		parent = context.Background()
 	}
 	ctx, cancel := context.WithTimeout(parent, w.cfg.PinTimeout)
 	st.cancel = cancel
+	w.jobs.Add(1) // under mu, before Run can set stopping and wait
 	w.mu.Unlock()
 
-	w.jobs.Add(1)
 	w.busy.Add(1)
 	w.sem <- struct{}{}
 	go func() {
