@@ -143,8 +143,7 @@ Nothing has been changed. Recover in one of two ways:
 
 // writeFileSync writes a small file durably (temp file, fsync, rename, fsync of the directory).
 func writeFileSync(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	f, err := os.OpenFile(path+".tmp", os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}
@@ -152,6 +151,12 @@ func writeFileSync(path string, b []byte) error {
 		f.Close()
 		return err
 	}
+	return syncAndRename(f, path)
+}
+
+// syncAndRename makes the written temporary file f durable, closes it and renames it to path, durably: a crash
+// leaves either the old file or the new one whole.
+func syncAndRename(f *os.File, path string) error {
 	if err := f.Sync(); err != nil {
 		f.Close()
 		return err
@@ -159,7 +164,7 @@ func writeFileSync(path string, b []byte) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := os.Rename(f.Name(), path); err != nil {
 		return err
 	}
 	return eventsSyncDir(filepath.Dir(path))

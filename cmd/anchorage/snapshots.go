@@ -47,17 +47,7 @@ func (f fileSnapshots) Save(node string, write func(io.Writer) error) error {
 		tmp.Close()
 		return err
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	return eventsSyncDir(f.dir)
+	return syncAndRename(tmp, path)
 }
 
 // globEscape quotes the glob metacharacters of a file name (a node id may hold '[' or '*').
