@@ -34,7 +34,7 @@ func replayCmd(e env) *cobra.Command {
 				return fmt.Errorf("postgres.apiURL: %w", err)
 			}
 			bar := newProgress(e.stderr)
-			st, err := postgres.Rebuild(ctx, a.cfg.Postgres.URL, apiCfg.User, a.elog, postgres.RebuildOptions{Only: only, Progress: bar.update})
+			st, err := postgres.Rebuild(ctx, a.cfg.Postgres.URL, apiCfg.User, a.elog, postgres.RebuildOptions{Only: only, Progress: bar.update, Logger: newLogger(a.cfg.Log, e.stderr)})
 			bar.done()
 			if err != nil {
 				return err
