@@ -50,6 +50,11 @@ func (n *node) placementBench(count, workers int) error {
 	cpuStart := cpuByPID()
 	start := time.Now()
 	timeline := n.timeline(start)
+	// Diagnostic: with ANCHORAGE_PPROF set (the node inherits it) and ANCHORAGE_LOAD_PROFILE naming a file, the
+	// node's CPU profile over the first seconds of the run (about its length at 500 pins/s) is written there.
+	if out := os.Getenv("ANCHORAGE_LOAD_PROFILE"); out != "" && os.Getenv("ANCHORAGE_PPROF") != "" {
+		go saveProfile(os.Getenv("ANCHORAGE_PPROF"), max(1, count/500), out)
+	}
 	var next atomic.Int64
 	var errs atomic.Int64
 	var wg sync.WaitGroup
@@ -425,4 +430,21 @@ func cpuDelta(before, after map[int]procCPU, pins int) string {
 		parts = append(parts, fmt.Sprintf("%s %.2f s (%.2f ms/pin)", r.name, r.s, 1000*r.s/float64(pins)))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// saveProfile writes the CPU profile of the next secs seconds of the node serving pprof at addr to file.
+func saveProfile(addr string, secs int, file string) {
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "profile:", err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(file)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "profile:", err)
+		return
+	}
+	defer f.Close()
+	_, _ = io.Copy(f, resp.Body)
 }
