@@ -43,6 +43,7 @@ func init() { ProjectionTables[ProjectionAudit] = []string{"audit_events"} }
 // reads them back at its checkpoint otherwise, so any batching and any replay give exactly the same rows.
 type AuditProjector struct {
 	pool     *pgxpool.Pool
+	grow     *growthAnalyzer // nil: none
 	coalesce time.Duration
 	mu       sync.Mutex
 	clock    *auditClock // running time-index values at clock.pos; nil: read them back
@@ -117,6 +118,7 @@ func (p *AuditProjector) Apply(ctx context.Context, prev uint64, recs []events.R
 	next.pos = recs[len(recs)-1].Seq
 	p.clock = &next
 	p.last = time.Now()
+	p.grow.wrote("audit_events", len(recs))
 	return nil
 }
 

@@ -50,6 +50,11 @@ type plObserve struct {
 	seq       uint64
 }
 
+// writes is how many rows of placements and of pins the batch's statements write (at most).
+func (f *placementFold) writes() (placements, pins int) {
+	return len(f.order) + len(f.observes), len(f.pinOrder)
+}
+
 func newPlacementFold() *placementFold {
 	return &placementFold{state: map[placementKey]*plChange{}, observes: map[placementKey]*plObserve{}, touched: map[pinKey]bool{}}
 }

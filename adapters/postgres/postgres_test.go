@@ -94,7 +94,7 @@ func newFixture(t *testing.T) fixture {
 	api, err := postgres.OpenAPIPool(ctx, db.APIDSN, 4)
 	require.NoError(t, err)
 	t.Cleanup(api.Close)
-	return fixture{db: db, owner: owner, api: api, reader: postgres.NewReader(api), pins: postgres.Projectors(owner)[2]}
+	return fixture{db: db, owner: owner, api: api, reader: postgres.NewReader(api), pins: postgres.NewPinsProjector(owner)}
 }
 
 // applyAll applies recs to the pins projector in batches of the given size.

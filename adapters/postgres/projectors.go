@@ -30,8 +30,17 @@ const (
 	ProjectionPins   = "pins"
 )
 
-// Projectors returns the read-model projectors, all writing through the owner pool.
+// Projectors returns the read-model projectors, all writing through the owner pool. The pins and audit
+// projectors keep the planner's statistics of their tables current while they grow (growthAnalyzer).
 func Projectors(pool *pgxpool.Pool) []projections.Projector {
+	g := newGrowthAnalyzer(pool)
+	pins, audit := NewPinsProjector(pool), NewAuditProjector(pool)
+	pins.grow, audit.grow = g, g
+	return []projections.Projector{&OrgsProjector{pool}, &TokensProjector{pool}, pins, audit}
+}
+
+// rebuildProjectors are Projectors without the analyzer: a rebuild's copies are analyzed once loaded.
+func rebuildProjectors(pool *pgxpool.Pool) []projections.Projector {
 	return []projections.Projector{&OrgsProjector{pool}, &TokensProjector{pool}, NewPinsProjector(pool), NewAuditProjector(pool)}
 }
 
@@ -218,6 +227,7 @@ func (p *TokensProjector) Apply(ctx context.Context, prev uint64, recs []events.
 // batching reproduces exactly the same rows.
 type PinsProjector struct {
 	pool *pgxpool.Pool
+	grow *growthAnalyzer // nil: none
 	mu   sync.Mutex
 	orgs map[uuid.UUID]*orgPos // cached pin_org_state positions; nil after any failure
 	term *uint64               // cached sched_state.term; nil after any failure
@@ -481,6 +491,7 @@ func (p *PinsProjector) apply(ctx context.Context, prev uint64, recs []events.Re
 		}
 	}
 
+	insertedRows := 0
 	err := applyBatch(ctx, p.pool, ProjectionPins, prev, recs, func(db dbsqlc.DBTX) error {
 		for _, f := range nodes {
 			if err := f(db); err != nil {
@@ -541,6 +552,7 @@ func (p *PinsProjector) apply(ctx context.Context, prev uint64, recs []events.Re
 				return err
 			}
 		}
+		insertedRows = len(ins.OrgIds)
 		if err := pl.apply(ctx, db); err != nil {
 			return err
 		}
@@ -570,6 +582,9 @@ func (p *PinsProjector) apply(ctx context.Context, prev uint64, recs []events.Re
 		p.orgs[org] = st
 	}
 	*p.term = term
+	placements, rederived := pl.writes()
+	p.grow.wrote("pins", insertedRows+len(deletes)+rederived)
+	p.grow.wrote("placements", placements)
 	return nil
 }
 

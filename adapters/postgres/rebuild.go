@@ -46,7 +46,8 @@ type RebuildOptions struct {
 	// Batch is the number of events per projection transaction (default 10000).
 	Batch  int
 	Logger *slog.Logger
-	// Projectors builds the projectors to run against a pool (default: Projectors).
+	// Projectors builds the projectors to run against a pool (default: Projectors, without their statistics
+	// upkeep: the copies are analyzed once loaded).
 	Projectors func(pool *pgxpool.Pool) []projections.Projector
 }
 
@@ -117,7 +118,7 @@ func newShadow(ctx context.Context, ownerDSN, apiRole, schema string, opts Rebui
 		opts.Batch = 10000
 	}
 	if opts.Projectors == nil {
-		opts.Projectors = Projectors
+		opts.Projectors = rebuildProjectors
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
