@@ -79,6 +79,11 @@ func MatchesAny(filters []string, subject string) bool {
 
 // SubjectMatches reports whether subject matches the subject filter ('*' one token, '>' the rest).
 func SubjectMatches(filter, subject string) bool {
+	// A filter with no wildcard before its trailing '>' (a whole subject space, "pins.>"; one node's placements)
+	// is a prefix: replays test every message against one, so no tokenizing.
+	if p, ok := strings.CutSuffix(filter, ">"); ok && (p == "" || p[len(p)-1] == '.') && !strings.Contains(p, "*") {
+		return len(subject) > len(p) && strings.HasPrefix(subject, p)
+	}
 	for {
 		ft, frest, fmore := strings.Cut(filter, ".")
 		if ft == ">" && !fmore {

@@ -1,6 +1,7 @@
 package events_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -39,6 +40,41 @@ func TestMatchSubject(t *testing.T) {
 			t.Errorf("match(%q, %q) = %v", tc.filter, tc.subject, got)
 		}
 	}
+}
+
+// SubjectMatches is matchSubject, on the filters anchorage uses and on odd ones.
+func TestSubjectMatchesAsNATS(t *testing.T) {
+	t.Parallel()
+	filters := []string{">", "pins.>", "pins.*", "pins.*.>", "place.n1.>", "place.*.o.r", "a.b", "*", "*.>", "a.>.b", "pins.>x", "pins>", ""}
+	subjects := []string{"pins", "pins.", "pins.a", "pins.a.b", "pinsx.a", "place.n1.o.r", "place.n2.o.r", "place.n1", "a.b", "a.b.c", "a", "", ".", "a..b"}
+	for _, f := range filters {
+		for _, s := range subjects {
+			if !validSubject(s) {
+				continue
+			}
+			if got, want := events.SubjectMatches(f, s), matchSubject(f, s); got != want {
+				t.Errorf("SubjectMatches(%q, %q) = %v, NATS matching says %v", f, s, got, want)
+			}
+		}
+	}
+}
+
+// validSubject: a subject a message can have (no empty token).
+func validSubject(s string) bool {
+	return s != "" && !slices.Contains(strings.Split(s, "."), "")
+}
+
+func FuzzSubjectMatches(f *testing.F) {
+	f.Add("pins.>", "pins.a.b")
+	f.Add("place.*.o.>", "place.n.o.r")
+	f.Fuzz(func(t *testing.T, filter, subject string) {
+		if !validSubject(subject) {
+			return
+		}
+		if got, want := events.SubjectMatches(filter, subject), matchSubject(filter, subject); got != want {
+			t.Errorf("SubjectMatches(%q, %q) = %v, NATS matching says %v", filter, subject, got, want)
+		}
+	})
 }
 
 func TestSubjectBuilders(t *testing.T) {
