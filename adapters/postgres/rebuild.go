@@ -351,7 +351,6 @@ func (sh *shadow) copyTriggers(ctx context.Context) error {
 const (
 	finishWorkers    = 2
 	indexBuildMemory = "256MB"
-	pinMetaChunks    = 2 // pin_meta is computed in this many statements over disjoint pins, concurrently
 )
 
 // finishTask is one statement (or a short sequence) of the finishing graph.
@@ -378,15 +377,18 @@ func (sh *shadow) finish(ctx context.Context) error {
 	loads := map[string][]*finishTask{}   // what fills a table: its indexes wait for it
 	byTable := map[string][]*finishTask{} // everything done to a table: its statistics wait for it
 	if slices.Contains(sh.tables(), "pin_meta") {
-		// As the triggers of migration 000004 would have done row by row, in one pass per chunk.
-		var fills []*finishTask
-		for i := range pinMetaChunks {
-			fills = append(fills, &finishTask{name: fmt.Sprintf("pin_meta %d/%d", i+1, pinMetaChunks), run: exec(fmt.Sprintf(`
-INSERT INTO %[1]s.pin_meta (org_id, kv, status, pos)
-SELECT n.org_id, public.pin_meta_kv(e.key, e.value), n.status, n.pos
+		// As the triggers of migration 000004 would have done row by row, in one pass: the copy is made anew by
+		// CREATE TABLE AS, which writes its rows in bulk (and, in the transaction that creates the table under
+		// wal_level minimal, without WAL). Its primary key, built with the other indexes, makes every column NOT
+		// NULL as on the live table. INSERT … SELECT into the empty copy took twice as long (3.1-3.7 s against
+		// 1.8 s for 372,574 rows), more than the two concurrent chunks it was run in saved.
+		fill := &finishTask{name: "pin_meta", run: exec(fmt.Sprintf(`
+DROP TABLE %[1]s.pin_meta;
+CREATE TABLE %[1]s.pin_meta WITH (%[2]s) AS
+SELECT n.org_id, public.pin_meta_kv(e.key, e.value) AS kv, n.status, n.pos
 FROM %[1]s.pins n CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(n.meta) = 'object' THEN n.meta END) e
-WHERE n.meta IS NOT NULL AND n.pos %% %[2]d = %[3]d`, s, pinMetaChunks, i))})
-		}
+WHERE n.meta IS NOT NULL`, s, shadowAutovacuumOff))}
+		fills := []*finishTask{fill}
 		counts := &finishTask{name: "pin_meta_counts", deps: fills, run: exec(fmt.Sprintf(`
 INSERT INTO %[1]s.pin_meta_counts (org_id, kv, status, bucket, n)
 SELECT org_id, kv, status, pos / 1024, count(*) FROM %[1]s.pin_meta GROUP BY 1, 2, 3, 4`, s))}
