@@ -342,6 +342,7 @@ func (p *PinsProjector) apply(ctx context.Context, prev uint64, recs []events.Re
 
 	var inserts []*newPin
 	inserted := map[pinKey]*newPin{}
+	metaPairs := 0
 	var deletes []pinKey
 	var gone dbsqlc.PlacementsMarkGoneParams
 	pl := newPlacementFold()
@@ -384,6 +385,7 @@ func (p *PinsProjector) apply(ctx context.Context, prev uint64, recs []events.Re
 				}
 			}
 			if len(e.Meta) > 0 {
+				metaPairs += len(e.Meta) // pin_meta rows, by the insert trigger
 				if row.meta, err = json.Marshal(e.Meta); err != nil {
 					return err
 				}
@@ -585,6 +587,7 @@ func (p *PinsProjector) apply(ctx context.Context, prev uint64, recs []events.Re
 	placements, rederived := pl.writes()
 	p.grow.wrote("pins", insertedRows+len(deletes)+rederived)
 	p.grow.wrote("placements", placements)
+	p.grow.wrote("pin_meta", metaPairs)
 	return nil
 }
 
