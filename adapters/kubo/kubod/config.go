@@ -12,7 +12,8 @@ import (
 // launching the daemon (docs/kubo.md §2): every listener on 127.0.0.1 with a
 // kernel-chosen port, no bootstrap peers, no DHT or other routing, no
 // autoconf/AutoTLS/mDNS/NAT port mapping/relays, telemetry off. Keys are
-// dotted config paths as accepted by `ipfs config`.
+// dotted config paths as accepted by `ipfs config`. A kept repo's swarm
+// listener then gets the port it had before (stableSwarmAddr).
 var LoopbackConfig = []ConfigEntry{
 	{"Addresses.API", "/ip4/127.0.0.1/tcp/0"},
 	{"Addresses.Gateway", "/ip4/127.0.0.1/tcp/0"},

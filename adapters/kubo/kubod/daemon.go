@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -160,6 +162,13 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 		}
 	}
 	cfg := append([]ConfigEntry(nil), LoopbackConfig...)
+	if _, set := opts.ExtraConfig["Addresses.Swarm"]; !d.ephemeral && !set {
+		addr, err := stableSwarmAddr(d.repo)
+		if err != nil {
+			return fail(fmt.Errorf("kubod: %w", err))
+		}
+		cfg = append(cfg, ConfigEntry{"Addresses.Swarm", []string{addr}})
+	}
 	keys := make([]string, 0, len(opts.ExtraConfig))
 	for k := range opts.ExtraConfig {
 		keys = append(keys, k)
@@ -456,4 +465,35 @@ func (t *logTail) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return string(t.buf)
+}
+
+// stableSwarmAddr is the loopback swarm address for a kept repo: the port it listened on before, while that port
+// is free, else a free one, which the next start keeps. A node's swarm addresses are what it registers and what
+// the pinning API hands clients as delegates: a port picked anew at every start changed both, and made every
+// restart of a dev node record a new registration.
+func stableSwarmAddr(repo string) (string, error) {
+	raw, err := os.ReadFile(filepath.Join(repo, "config"))
+	if err != nil {
+		return "", err
+	}
+	var cfg struct{ Addresses struct{ Swarm []string } }
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		return "", fmt.Errorf("parse %s: %w", filepath.Join(repo, "config"), err)
+	}
+	if len(cfg.Addresses.Swarm) == 1 {
+		if port, ok := strings.CutPrefix(cfg.Addresses.Swarm[0], "/ip4/127.0.0.1/tcp/"); ok {
+			if n, err := strconv.Atoi(port); err == nil && n > 0 && n < 65536 {
+				if l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", port)); err == nil {
+					_ = l.Close()
+					return cfg.Addresses.Swarm[0], nil
+				}
+			}
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("pick a swarm port: %w", err)
+	}
+	defer l.Close()
+	return "/ip4/127.0.0.1/tcp/" + strconv.Itoa(l.Addr().(*net.TCPAddr).Port), nil
 }

@@ -132,7 +132,6 @@ func TestConfigIsLoopbackOnly(t *testing.T) {
 	for _, c := range []struct{ key, want string }{
 		{"Routing.Type", `"none"`},
 		{"Bootstrap", `[]`},
-		{"Addresses.Swarm", `["/ip4/127.0.0.1/tcp/0"]`},
 		{"Addresses.API", `"/ip4/127.0.0.1/tcp/0"`},
 		{"Addresses.Gateway", `"/ip4/127.0.0.1/tcp/0"`},
 		{"AutoConf.Enabled", `false`},
@@ -153,6 +152,12 @@ func TestConfigIsLoopbackOnly(t *testing.T) {
 		if compact.String() != c.want {
 			t.Errorf("config %s = %s, want %s", c.key, compact.String(), c.want)
 		}
+	}
+	// The swarm listens on loopback only, on a port of its own that the next start keeps (TestRestartKeepsPeerID).
+	var swarm struct{ Value []string }
+	rpc(t, d, "config", url.Values{"arg": {"Addresses.Swarm"}}, nil, &swarm)
+	if len(swarm.Value) != 1 || !strings.HasPrefix(swarm.Value[0], "/ip4/127.0.0.1/tcp/") || strings.HasSuffix(swarm.Value[0], "/tcp/0") {
+		t.Errorf("config Addresses.Swarm = %q, want one loopback TCP address with a fixed port", swarm.Value)
 	}
 	// Kubo v0.43.0 `init` pins the empty directory even with --empty-repo
 	// (cmd/ipfs/kubo/init.go: pinEmptyDir); nothing else is pinned.
@@ -188,7 +193,7 @@ func TestRestartKeepsPeerID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, api1 := d1.PeerID(), d1.APIURL()
+	id, api1, swarm1 := d1.PeerID(), d1.APIURL(), d1.SwarmAddrs()
 	if err := d1.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -206,6 +211,10 @@ func TestRestartKeepsPeerID(t *testing.T) {
 	}
 	if d2.RepoDir() != repo {
 		t.Errorf("RepoDir = %q, want %q", d2.RepoDir(), repo)
+	}
+	// And its swarm address: it is what the node registers and hands clients as a delegate.
+	if got := d2.SwarmAddrs(); strings.Join(got, " ") != strings.Join(swarm1, " ") {
+		t.Errorf("swarm addresses after restart = %q, want %q", got, swarm1)
 	}
 	var out struct{ ID string }
 	rpc(t, d2, "id", nil, nil, &out)
