@@ -14,7 +14,7 @@ import (
 // instead of its partial index, which holds nothing.
 func TestProjectorsKeepStatisticsOfGrowingTables(t *testing.T) {
 	f := newFixture(t)
-	f.pins = postgres.Projectors(f.owner)[2] // the fixture's has no analyzer
+	f.pins = postgres.Projectors(f.owner, nil)[2] // the fixture's has no analyzer
 	ctx := context.Background()
 	for _, table := range []string{"pins", "placements", "audit_events"} {
 		_, err := f.owner.Exec(ctx, "ALTER TABLE "+table+" SET (autovacuum_enabled = false)")

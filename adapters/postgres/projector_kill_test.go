@@ -99,7 +99,7 @@ func TestProjectorKilledMidBatch(t *testing.T) {
 		cfg.ConnConfig.Tracer = tracer
 		pool, err := pgxpool.NewWithConfig(ctx, cfg)
 		require.NoError(t, err)
-		runner := projections.NewRunner(l, postgres.Projectors(pool), projections.RunnerConfig{Backoff: 10 * time.Millisecond})
+		runner := projections.NewRunner(l, postgres.Projectors(pool, nil), projections.RunnerConfig{Backoff: 10 * time.Millisecond})
 		done := make(chan struct{})
 		go func() { runner.Run(runCtx); close(done) }()
 		select {
@@ -118,7 +118,7 @@ func TestProjectorKilledMidBatch(t *testing.T) {
 	head, err := l.LastSeq(ctx)
 	require.NoError(t, err)
 	runCtx, cancel := context.WithCancel(ctx)
-	runner := projections.NewRunner(l, postgres.Projectors(f.owner), projections.RunnerConfig{Backoff: 10 * time.Millisecond})
+	runner := projections.NewRunner(l, postgres.Projectors(f.owner, nil), projections.RunnerConfig{Backoff: 10 * time.Millisecond})
 	done := make(chan struct{})
 	go func() { runner.Run(runCtx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -31,9 +32,13 @@ const (
 )
 
 // Projectors returns the read-model projectors, all writing through the owner pool. The pins and audit
-// projectors keep the planner's statistics of their tables current while they grow (growthAnalyzer).
-func Projectors(pool *pgxpool.Pool) []projections.Projector {
+// projectors keep the planner's statistics of their tables current while they grow (growthAnalyzer), logging
+// to log at debug level (what they analyzed) and warn (an ANALYZE that failed); nil: no log.
+func Projectors(pool *pgxpool.Pool, log *slog.Logger) []projections.Projector {
 	g := newGrowthAnalyzer(pool)
+	if log != nil {
+		g.log = log
+	}
 	pins, audit := NewPinsProjector(pool), NewAuditProjector(pool)
 	pins.grow, audit.grow = g, g
 	return []projections.Projector{&OrgsProjector{pool}, &TokensProjector{pool}, pins, audit}

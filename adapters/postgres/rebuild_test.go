@@ -38,7 +38,7 @@ func newLogFixture(t *testing.T) *logFixture {
 
 func (lf *logFixture) start(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	lf.runner = projections.NewRunner(lf.log, postgres.Projectors(lf.owner), projections.RunnerConfig{Backoff: 50 * time.Millisecond})
+	lf.runner = projections.NewRunner(lf.log, postgres.Projectors(lf.owner, nil), projections.RunnerConfig{Backoff: 50 * time.Millisecond})
 	lf.cancel, lf.done = cancel, make(chan struct{})
 	go func() { lf.runner.Run(ctx); close(lf.done) }()
 	t.Cleanup(func() { lf.cancel(); <-lf.done })
