@@ -30,7 +30,6 @@ type growthAnalyzer struct {
 	mu   sync.Mutex
 	tabs map[string]*tableGrowth
 	busy bool // an ANALYZE is running
-	wg   sync.WaitGroup
 }
 
 type tableGrowth struct {
@@ -63,11 +62,10 @@ func (g *growthAnalyzer) wrote(table string, n int) {
 	if g.busy {
 		return
 	}
-	for name, t := range g.tabs {
-		if t.changed >= analyzeMinRows && (!t.known || float64(t.changed) > t.base) {
+	for name, tg := range g.tabs {
+		if tg.changed >= analyzeMinRows && (!tg.known || float64(tg.changed) > tg.base) {
 			g.busy = true
-			g.wg.Add(1)
-			go g.analyze(name, t.known, t.changed)
+			go g.analyze(name, tg.known, tg.changed)
 			return
 		}
 	}
@@ -77,7 +75,6 @@ func (g *growthAnalyzer) wrote(table string, n int) {
 // ANALYZE is not known yet, reads that first (an earlier ANALYZE, or autovacuum's, may have seen it grown
 // already).
 func (g *growthAnalyzer) analyze(table string, known bool, changed int64) {
-	defer g.wg.Done()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	name := pgx.Identifier{"public", table}.Sanitize()
@@ -102,11 +99,4 @@ func (g *growthAnalyzer) analyze(table string, known bool, changed int64) {
 		t.changed -= changed // the rows written while it ran count towards the next
 	}
 	t.base = max(rows, 0)
-}
-
-// wait waits for a running ANALYZE to end (tests, shutdown).
-func (g *growthAnalyzer) wait() {
-	if g != nil {
-		g.wg.Wait()
-	}
 }

@@ -136,7 +136,9 @@ func newShadow(ctx context.Context, ownerDSN, apiRole, schema string, opts Rebui
 	cfg.MaxConns = 4
 	cfg.ConnConfig.RuntimeParams["application_name"] = "anchorage-rebuild"
 	cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
-	cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_custom_plan" // the copies start empty: see openPool
+	// A plan for every execution: the copies start empty and are analyzed only once loaded, so a generic plan
+	// would be one made for empty tables (see growthAnalyzer). Rebuild batches are large; planning is cheap here.
+	cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
 	cfg.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{schema}.Sanitize() + ", public"
 	if sh.pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
 		sh.close()
