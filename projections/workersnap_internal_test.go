@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -17,6 +15,7 @@ import (
 
 	"github.com/anchorage-pin/anchorage/domain"
 	"github.com/anchorage-pin/anchorage/events"
+	"github.com/anchorage-pin/anchorage/projections/projectionstest"
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 )
@@ -131,38 +130,6 @@ func (m *memLog) ReadUntilAtMost(_ context.Context, from, until uint64, filters 
 		}
 		recs = recs[n:]
 	}
-	return nil
-}
-
-// memSnapshots keeps snapshots in memory.
-type memSnapshots struct {
-	mu    sync.Mutex
-	files map[string][]byte
-	saves int
-}
-
-func (s *memSnapshots) Load(node string) (io.ReadCloser, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	b, ok := s.files[node]
-	if !ok {
-		return nil, fs.ErrNotExist
-	}
-	return io.NopCloser(bytes.NewReader(b)), nil
-}
-
-func (s *memSnapshots) Save(node string, write func(io.Writer) error) error {
-	var buf bytes.Buffer
-	if err := write(&buf); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.files == nil {
-		s.files = map[string][]byte{}
-	}
-	s.files[node] = buf.Bytes()
-	s.saves++
 	return nil
 }
 
@@ -288,7 +255,7 @@ func TestWorkerSnapshotStateEqualsTheLogs(t *testing.T) {
 	for seed := range uint64(20) {
 		log := &memLog{id: "log-1"}
 		h := newHistory(log, seed)
-		snaps := &memSnapshots{}
+		snaps := &projectionstest.Snapshots{}
 		h.write(300)
 		for round := range 4 {
 			w := NewWorker(log, nil, WorkerConfig{NodeID: "n1", Snapshots: snaps})
@@ -307,21 +274,21 @@ func TestWorkerSnapshotRewrittenOnlyWhenTheTailGrows(t *testing.T) {
 	log := &memLog{id: "log-1"}
 	h := newHistory(log, 1)
 	h.write(500)
-	snaps := &memSnapshots{}
+	snaps := &projectionstest.Snapshots{}
 	start := func() {
 		w := NewWorker(log, nil, WorkerConfig{NodeID: "n1", Snapshots: snaps})
 		require.NoError(t, w.rebuild(context.Background()))
 	}
 	start()
-	require.Equal(t, 1, snaps.saves)
+	require.Equal(t, 1, snaps.Saved())
 	start() // nothing after it
-	require.Equal(t, 1, snaps.saves)
+	require.Equal(t, 1, snaps.Saved())
 	h.write(10) // a few events on n1 at most: read at start, not worth a rewrite
 	start()
-	require.Equal(t, 1, snaps.saves)
+	require.Equal(t, 1, snaps.Saved())
 	h.write(100) // more than snapTailMin events on n1, fewer than the snapshot's entries
 	start()
-	require.Equal(t, 2, snaps.saves)
+	require.Equal(t, 2, snaps.Saved())
 	require.Equal(t, 1, log.lastPerSubject)
 	require.Equal(t, fromLog(t, log), func() workerState {
 		w := NewWorker(log, nil, WorkerConfig{NodeID: "n1", Snapshots: snaps})
@@ -335,41 +302,41 @@ func TestWorkerSnapshotRewrittenOnlyWhenTheTailGrows(t *testing.T) {
 func TestWorkerSnapshotRejected(t *testing.T) {
 	defer func(v int) { snapTailMin = v }(snapTailMin)
 	snapTailMin = 20
-	cases := map[string]func(log *memLog, snaps *memSnapshots, h *history){
-		"another log": func(log *memLog, _ *memSnapshots, _ *history) { log.id = "log-2" },
-		"another node's": func(_ *memLog, snaps *memSnapshots, _ *history) {
+	cases := map[string]func(log *memLog, snaps *projectionstest.Snapshots, h *history){
+		"another log": func(log *memLog, _ *projectionstest.Snapshots, _ *history) { log.id = "log-2" },
+		"another node's": func(_ *memLog, snaps *projectionstest.Snapshots, _ *history) {
 			w := NewWorker(nil, nil, WorkerConfig{NodeID: "n9"})
 			var buf bytes.Buffer
 			require.NoError(t, w.writeSnapshot(&buf, snapHeader{node: "n9", logID: "log-1"}))
-			snaps.files["n1"] = buf.Bytes()
+			snaps.Files["n1"] = buf.Bytes()
 		},
-		"the log cut short and written again": func(log *memLog, _ *memSnapshots, h *history) {
+		"the log cut short and written again": func(log *memLog, _ *projectionstest.Snapshots, h *history) {
 			log.recs = log.recs[:len(log.recs)-5]
 			h.write(30)
 		},
-		"the log cut short": func(log *memLog, _ *memSnapshots, _ *history) { log.recs = log.recs[:len(log.recs)-1] },
-		"damaged": func(_ *memLog, snaps *memSnapshots, _ *history) {
-			b := snaps.files["n1"]
+		"the log cut short": func(log *memLog, _ *projectionstest.Snapshots, _ *history) { log.recs = log.recs[:len(log.recs)-1] },
+		"damaged": func(_ *memLog, snaps *projectionstest.Snapshots, _ *history) {
+			b := snaps.Files["n1"]
 			b[len(b)/2] ^= 0x40
 		},
-		"truncated": func(_ *memLog, snaps *memSnapshots, _ *history) {
-			snaps.files["n1"] = snaps.files["n1"][:len(snaps.files["n1"])-40]
+		"truncated": func(_ *memLog, snaps *projectionstest.Snapshots, _ *history) {
+			snaps.Files["n1"] = snaps.Files["n1"][:len(snaps.Files["n1"])-40]
 		},
-		"too far behind": func(_ *memLog, _ *memSnapshots, h *history) { h.write(2000) },
+		"too far behind": func(_ *memLog, _ *projectionstest.Snapshots, h *history) { h.write(2000) },
 	}
 	for name, spoil := range cases {
 		t.Run(name, func(t *testing.T) {
 			log := &memLog{id: "log-1"}
 			h := newHistory(log, 7)
 			h.write(200)
-			snaps := &memSnapshots{}
+			snaps := &projectionstest.Snapshots{}
 			w := NewWorker(log, nil, WorkerConfig{NodeID: "n1", Snapshots: snaps})
 			require.NoError(t, w.rebuild(context.Background()))
 			spoil(log, snaps, h)
 			w = NewWorker(log, nil, WorkerConfig{NodeID: "n1", Snapshots: snaps})
 			require.NoError(t, w.rebuild(context.Background()))
 			require.Equal(t, 2, log.lastPerSubject, "read from the log again")
-			require.Equal(t, 2, snaps.saves, "and a new snapshot written")
+			require.Equal(t, 2, snaps.Saved(), "and a new snapshot written")
 			require.Equal(t, fromLog(t, log), stateOf(w))
 		})
 	}
@@ -379,10 +346,10 @@ func TestWorkerSnapshotRejected(t *testing.T) {
 func snapshotOf(tb testing.TB, seed uint64, steps int) (*memLog, []byte) {
 	log := &memLog{id: "log-1"}
 	newHistory(log, seed).write(steps)
-	snaps := &memSnapshots{}
+	snaps := &projectionstest.Snapshots{}
 	w := NewWorker(log, nil, WorkerConfig{NodeID: "n1", Snapshots: snaps})
 	require.NoError(tb, w.rebuild(context.Background()))
-	return log, snaps.files["n1"]
+	return log, snaps.Files["n1"]
 }
 
 // Every prefix of a snapshot, and every single-byte change, is refused without a panic and leaves the state
@@ -390,7 +357,7 @@ func snapshotOf(tb testing.TB, seed uint64, steps int) (*memLog, []byte) {
 func TestWorkerSnapshotDamage(t *testing.T) {
 	log, good := snapshotOf(t, 3, 120)
 	try := func(b []byte) error {
-		w := NewWorker(log, nil, WorkerConfig{NodeID: "n1", Snapshots: &memSnapshots{files: map[string][]byte{"n1": b}}})
+		w := NewWorker(log, nil, WorkerConfig{NodeID: "n1", Snapshots: &projectionstest.Snapshots{Files: map[string][]byte{"n1": b}}})
 		_, _, ok, err := w.restoreSnapshot(context.Background(), log)
 		if ok {
 			return nil
@@ -417,7 +384,7 @@ func FuzzWorkerSnapshot(f *testing.F) {
 	f.Add(good)
 	f.Add([]byte(snapMagic))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		w := NewWorker(log, nil, WorkerConfig{NodeID: "n1", Snapshots: &memSnapshots{files: map[string][]byte{"n1": b}}})
+		w := NewWorker(log, nil, WorkerConfig{NodeID: "n1", Snapshots: &projectionstest.Snapshots{Files: map[string][]byte{"n1": b}}})
 		_, _, _, _ = w.restoreSnapshot(context.Background(), log)
 	})
 }
@@ -433,7 +400,7 @@ func TestWorkerSnapshotRefresh(t *testing.T) {
 		log := &memLog{id: "log-1"}
 		h := newHistory(log, seed)
 		h.write(300)
-		snaps := &memSnapshots{}
+		snaps := &projectionstest.Snapshots{}
 		w := NewWorker(log, nil, WorkerConfig{NodeID: "n1", Snapshots: snaps})
 		require.NoError(t, w.rebuild(ctx))
 		for round := range 5 {
@@ -449,34 +416,34 @@ func TestWorkerSnapshotRefresh(t *testing.T) {
 			require.Zero(t, st.tail, "the refreshed snapshot covers the log up to %d", head)
 			require.Equal(t, fromLog(t, log), stateOf(started), "seed %d, round %d", seed, round)
 		}
-		require.Equal(t, 1+5, snaps.saves)
+		require.Equal(t, 1+5, snaps.Saved())
 		require.Equal(t, 1+5, log.lastPerSubject, "the first start and the comparisons only")
 	}
 
 	log := &memLog{id: "log-1"}
 	h := newHistory(log, 99)
 	h.write(300)
-	snaps := &memSnapshots{}
+	snaps := &projectionstest.Snapshots{}
 	w := NewWorker(log, nil, WorkerConfig{NodeID: "n1", Snapshots: snaps})
 	require.NoError(t, w.rebuild(ctx))
 	n, err := w.refreshSnapshot(ctx, log)
 	require.NoError(t, err)
 	require.Zero(t, n, "nothing after the snapshot")
 	h.write(200)
-	good := slices.Clone(snaps.files["n1"])
-	snaps.files["n1"][len(good)-50] ^= 1
-	damaged := slices.Clone(snaps.files["n1"])
+	good := slices.Clone(snaps.Files["n1"])
+	snaps.Files["n1"][len(good)-50] ^= 1
+	damaged := slices.Clone(snaps.Files["n1"])
 	_, err = w.refreshSnapshot(ctx, log)
 	require.ErrorContains(t, err, "checksum")
-	require.Equal(t, damaged, snaps.files["n1"], "left as it was")
-	require.Equal(t, 1, snaps.saves)
-	snaps.files["n1"] = good
+	require.Equal(t, damaged, snaps.Files["n1"], "left as it was")
+	require.Equal(t, 1, snaps.Saved())
+	snaps.Files["n1"] = good
 	h.log.add(events.PinSubject("o", "r"), events.PinRemoved{OrgID: "o", RequestID: "r"})
 	snapTailMin = 1_000_000
 	n, err = w.refreshSnapshot(ctx, log)
 	require.NoError(t, err)
 	require.Zero(t, n, "too few events to be worth a rewrite")
-	require.Equal(t, 1, snaps.saves)
+	require.Equal(t, 1, snaps.Saved())
 }
 
 // BenchmarkSnapshotRefresh measures a running worker's snapshot refresh: a snapshot of a node's pin set
@@ -508,7 +475,7 @@ func BenchmarkSnapshotRefresh(b *testing.B) {
 	snapshot := buf.Bytes()
 	b.ResetTimer()
 	for b.Loop() {
-		snaps := &memSnapshots{files: map[string][]byte{"n1": snapshot}}
+		snaps := &projectionstest.Snapshots{Files: map[string][]byte{"n1": snapshot}}
 		r := NewWorker(log, nil, WorkerConfig{NodeID: "n1", Snapshots: snaps})
 		n, err := r.refreshSnapshot(ctx, log)
 		require.NoError(b, err)

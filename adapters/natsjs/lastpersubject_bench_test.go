@@ -15,6 +15,7 @@ import (
 	"github.com/anchorage-pin/anchorage/adapters/natsjs/natstest"
 	"github.com/anchorage-pin/anchorage/events"
 	"github.com/anchorage-pin/anchorage/projections"
+	"github.com/anchorage-pin/anchorage/projections/projectionstest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -102,7 +103,7 @@ func BenchmarkWorkerStart(b *testing.B) {
 	ctx := context.Background()
 	l, pins := nodePlacementLog(b)
 	for b.Loop() {
-		snaps := &memSnapshots{}
+		snaps := &projectionstest.Snapshots{}
 		start := func(until ...string) (map[string]time.Duration, int64) {
 			marks := make(chan string, 8)
 			lg := slog.New(markHandler{marks})
@@ -129,7 +130,7 @@ func BenchmarkWorkerStart(b *testing.B) {
 		b.ReportMetric(first["worker state read from the log"].Seconds(), "s/start-from-log")
 		b.ReportMetric((first["saved the worker's start-up snapshot"] - first["worker state read from the log"]).Seconds(), "s/snapshot-write")
 		b.ReportMetric(second["worker state restored from its snapshot"].Seconds(), "s/start-from-snapshot")
-		b.ReportMetric(float64(len(snaps.files["n1"]))/float64(pins), "snapshot-B/pin")
+		b.ReportMetric(float64(len(snaps.Files["n1"]))/float64(pins), "snapshot-B/pin")
 		b.ReportMetric(float64(grew)/(1<<20), "start-from-log-peak-heap-growth-MiB")
 	}
 }

@@ -1,12 +1,8 @@
 package natsjs_test
 
 import (
-	"bytes"
 	"context"
-	"io"
-	"io/fs"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +12,7 @@ import (
 	"github.com/anchorage-pin/anchorage/domain"
 	"github.com/anchorage-pin/anchorage/events"
 	"github.com/anchorage-pin/anchorage/projections"
+	"github.com/anchorage-pin/anchorage/projections/projectionstest"
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 )
@@ -104,7 +101,7 @@ func TestWorkerStartsFromItsSnapshot(t *testing.T) {
 	require.NoError(t, err)
 
 	src := &countingLog{EventLog: l}
-	snaps := &memSnapshots{}
+	snaps := &projectionstest.Snapshots{}
 	pinner := &countingPinner{}
 	// run starts a worker, waits until its start is done (the log line that ends it) and settled holds, checks
 	// its pin set's size and stops it.
@@ -138,7 +135,7 @@ func TestWorkerStartsFromItsSnapshot(t *testing.T) {
 	require.NoError(t, err)
 	run(350, "worker state restored from its snapshot", func() bool { return pinner.pins.Load() == 50 })
 	require.EqualValues(t, 1, src.lastPerSubject.Load(), "the second start read no subject's last event")
-	require.Equal(t, 1, snaps.saved(), "50 events after the snapshot are not worth writing it again")
+	require.Equal(t, 1, snaps.Saved(), "50 events after the snapshot are not worth writing it again")
 
 	// A running worker refreshes its snapshot once enough of the node's events came after it (10,000 here), so
 	// the next start reads few.
@@ -147,7 +144,7 @@ func TestWorkerStartsFromItsSnapshot(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- w.Run(rctx) }()
 	appendPinHistories(t, l, 5000, "n1", func(_ int, id string) events.PinRequested { return requested(id) })
-	require.Eventually(t, func() bool { return snaps.saved() >= 2 }, 60*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return snaps.Saved() >= 2 }, 60*time.Second, 20*time.Millisecond)
 	cancel()
 	require.NoError(t, <-done)
 	run(5350, "worker state restored from its snapshot", func() bool { return true })
@@ -172,40 +169,3 @@ func (p *countingPinner) Pin(context.Context, string, string) (uint64, error) {
 }
 func (p *countingPinner) Unpin(context.Context, string) error   { return nil }
 func (p *countingPinner) Connect(context.Context, []string) int { return 0 }
-
-type memSnapshots struct {
-	mu    sync.Mutex
-	files map[string][]byte
-	saves int
-}
-
-func (s *memSnapshots) Load(node string) (io.ReadCloser, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	b, ok := s.files[node]
-	if !ok {
-		return nil, fs.ErrNotExist
-	}
-	return io.NopCloser(bytes.NewReader(b)), nil
-}
-
-func (s *memSnapshots) saved() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.saves
-}
-
-func (s *memSnapshots) Save(node string, write func(io.Writer) error) error {
-	var buf bytes.Buffer
-	if err := write(&buf); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.files == nil {
-		s.files = map[string][]byte{}
-	}
-	s.files[node] = buf.Bytes()
-	s.saves++
-	return nil
-}
