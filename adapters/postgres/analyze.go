@@ -78,14 +78,17 @@ func (g *growthAnalyzer) analyze(table string, known bool, changed int64) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	name := pgx.Identifier{"public", table}.Sanitize()
+	t0 := time.Now()
+	var err error
+	if known {
+		_, err = g.pool.Exec(ctx, "ANALYZE "+name)
+	}
 	var rows float64
-	err := g.pool.QueryRow(ctx, "SELECT reltuples FROM pg_class WHERE oid = $1::regclass", name).Scan(&rows)
+	if err == nil {
+		err = g.pool.QueryRow(ctx, "SELECT reltuples FROM pg_class WHERE oid = $1::regclass", name).Scan(&rows)
+	}
 	if err == nil && known {
-		t0 := time.Now()
-		if _, err = g.pool.Exec(ctx, "ANALYZE "+name); err == nil {
-			err = g.pool.QueryRow(ctx, "SELECT reltuples FROM pg_class WHERE oid = $1::regclass", name).Scan(&rows)
-			g.log.Debug("analyzed a growing read model", "table", table, "rows", rows, "took", time.Since(t0))
-		}
+		g.log.Debug("analyzed a growing read model", "table", table, "rows", rows, "took", time.Since(t0))
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
