@@ -138,12 +138,17 @@ func run(o options) error {
 	// Names are unique to the run: on a data dir kept across runs, the same names run after run made the
 	// partial-name filter's patterns match once per earlier run too (its count is a search of every match).
 	run := strconv.FormatUint(rand.Uint64()%(36*36*36*36), 36)
+	cpu0 := cpuByPID()
 	res, ids := n.hammer(o.workers, o.duration, 0, func(w, i int) (*http.Request, error) {
 		return n.post(fmt.Sprintf(`{"cid":%q,"name":"load-%s-%d-%d","meta":{"w":"%d"}}`, randomCID(), run, w, i, w))
 	})
 	lag1, _ := n.lagHistogram()
+	cpu1 := cpuByPID()
 	res.print(fmt.Sprintf("POST /pins, %d workers", o.workers))
 	printLag("projection lag (pins) during POST", lag1.minus(lag0))
+	// CPU per request varies less than throughput on a shared VM whose speed drifts: it is what to compare
+	// between builds.
+	fmt.Printf("  CPU used meanwhile: %s\n", strings.ReplaceAll(cpuDelta(cpu0, cpu1, len(res.lat)), "/pin", "/req"))
 
 	// Phase 2: projection lag at a fixed write rate.
 	if o.rate > 0 {
