@@ -398,3 +398,57 @@ func TestAppendOrderedStoresInBuildOrder(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, head, after)
 }
+
+// TestReadPace: while records keep coming, a paced read hands over together what arrives within the pace of the
+// last call (paceFactor times its duration, at most Pace); after a quiet spell a record is handed over at once.
+func TestReadPace(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	_, l := natstest.Log(t)
+	appendPin := func() {
+		id := uuid.NewString()
+		_, err := l.Append(ctx, pinMsg(t, id, 0, requested(id)))
+		require.NoError(t, err)
+	}
+	type call struct {
+		n  int
+		at time.Time
+	}
+	calls := make(chan call, 16)
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		first := true
+		done <- l.ReadBatches(rctx, 1, []string{events.AllPins}, natsjs.ReadOptions{Pace: 600 * time.Millisecond}, func(b []events.Record, _ uint64) error {
+			calls <- call{len(b), time.Now()}
+			if first {
+				// A call of 150 ms: the next may start 600 ms (4 x 150) after this one did.
+				first = false
+				time.Sleep(150 * time.Millisecond)
+			}
+			return nil
+		})
+	}()
+	start := time.Now()
+	appendPin()
+	c1 := <-calls
+	require.Equal(t, 1, c1.n)
+	appendPin() // during the first call
+	time.Sleep(250 * time.Millisecond)
+	appendPin() // after it, within its pace
+	c2 := <-calls
+	require.Equal(t, 2, c2.n, "the records that came within the pace are handed over together")
+	require.GreaterOrEqual(t, c2.at.Sub(c1.at), 550*time.Millisecond, "the second call waited for the pace")
+	require.Less(t, c1.at.Sub(start), 300*time.Millisecond, "the first record, after a quiet spell, was handed over at once")
+
+	// The second call was quick, so its pace is short: the next record goes at once.
+	time.Sleep(100 * time.Millisecond)
+	t0 := time.Now()
+	appendPin()
+	c3 := <-calls
+	require.Equal(t, 1, c3.n)
+	require.Less(t, c3.at.Sub(t0), 300*time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+}

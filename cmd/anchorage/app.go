@@ -160,7 +160,7 @@ func startApp(ctx context.Context, o appOptions) (_ *app, err error) {
 	a.reader = postgres.NewReader(a.api)
 	// The projections read from their checkpoints; one of a rarely written subject space (orgs, tokens) starts
 	// past the head when nothing since its checkpoint matches (natsjs.ReadStart).
-	a.runner = projections.NewRunner(natsjs.SkippingReader{EventLog: a.elog}, postgres.Projectors(a.owner, a.log), projections.RunnerConfig{Logger: a.log, Registerer: a.reg})
+	a.runner = projections.NewRunner(natsjs.SkippingReader{EventLog: a.elog, Pace: natsjs.ProjectionPace}, postgres.Projectors(a.owner, a.log), projections.RunnerConfig{Logger: a.log, Registerer: a.reg})
 	// Read models empty behind a non-empty log (a lost or new database): rebuild them in the background with the
 	// fast path before following the log; meanwhile reads answer 503 and writes keep working.
 	// A damaged log (events missing) stops the start here unless the loss is accepted, which also rebuilds.
