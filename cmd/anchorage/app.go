@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -283,6 +284,7 @@ func startApp(ctx context.Context, o appOptions) (_ *app, err error) {
 	})
 	a.log.Info("anchorage is serving", "addr", a.addr, "natsSync", o.Cfg.NATS.Sync, "natsClientURL", a.nats.ClientURL(),
 		"startup", time.Since(t0).Round(time.Millisecond).String())
+	a.wg.Go(func() { trimAfterStart(a.ctx, a.log, startTrimDelay) })
 	return a, nil
 }
 
@@ -485,4 +487,30 @@ func credentialsFile(key, path, user string, needed bool) (string, string, error
 		return "", "", fmt.Errorf("%s %s must hold one line user:password", key, path)
 	}
 	return user, pass, nil
+}
+
+// startTrimDelay is how long after the start trimAfterStart waits: past the event store's cache expiry (10 s of
+// no use), so the block buffers loaded while starting are back in their pool.
+const startTrimDelay = 15 * time.Second
+
+// trimAfterStart gives back the memory the start used transiently. Starting loads message blocks of the event
+// log (8 MB buffers each: the scheduler-term and node-registration chains touch one block per restart in the
+// log's history), and the store keeps their buffers in a sync.Pool, which only a garbage collection empties. An
+// idle node collects about every two minutes, so they stayed for up to four, and the heap goal computed with them
+// for longer: 152 MB of pooled buffers on a node with 1.4M pins, RSS 526 MB at rest; 397 MB after two
+// collections. Two collections (the first moves a pool's contents aside, the second frees them) and a return of
+// the freed pages to the OS cost about a collection's CPU, once.
+func trimAfterStart(ctx context.Context, log *slog.Logger, delay time.Duration) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(delay):
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	runtime.GC()
+	debug.FreeOSMemory()
+	runtime.ReadMemStats(&after)
+	log.Debug("memory trimmed after the start", "heapInUseBefore", before.HeapInuse, "heapInUseAfter", after.HeapInuse,
+		"released", after.HeapReleased)
 }
