@@ -43,6 +43,7 @@ type options struct {
 	duration    time.Duration
 	rate        int
 	seed        int
+	seedQueued  bool
 	queryTime   time.Duration
 	keep        bool
 	dataDir     string
@@ -60,6 +61,7 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 15*time.Second, "length of the POST /pins phase")
 	flag.IntVar(&o.rate, "rate", 1000, "writes/s of the fixed-rate projection-lag phase (0: skip)")
 	flag.IntVar(&o.seed, "seed", 0, "pins to seed into one org through the event log before the query phase (e.g. 1000000)")
+	flag.BoolVar(&o.seedQueued, "seed-queued", false, "seed pin requests only (queued, one subject each) instead of requests placed on a pseudo-node with statuses")
 	flag.DurationVar(&o.queryTime, "query-duration", 5*time.Second, "length of each query phase")
 	flag.BoolVar(&o.keep, "keep", false, "keep the data dir")
 	flag.StringVar(&o.dataDir, "data-dir", "", "data dir (default: a temp dir)")
@@ -173,7 +175,7 @@ func run(o options) error {
 
 	// Phase 3: queries.
 	if o.seed > 0 {
-		if err := n.seed(o.seed); err != nil {
+		if err := n.seed(o.seed, o.seedQueued); err != nil {
 			return err
 		}
 	} else if err := n.settle(30 * time.Minute); err != nil {

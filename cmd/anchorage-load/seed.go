@@ -20,10 +20,11 @@ import (
 )
 
 // seed appends count pin requests for the dev org straight into the node's event log (pipelined, the way an
-// import would), about 85% of them followed by a status observation (80% pinned, 5% failed), then waits until
-// the pins projection has applied them all. It reports both rates: that is the incremental projector's
-// throughput under a backlog.
-func (n *node) seed(count int) error {
+// import would), each placed on the pseudo-node "seed" and about 85% of them followed by a status observation
+// (80% pinned, 5% failed), then waits until the pins projection has applied them all. It reports both rates:
+// that is the incremental projector's throughput under a backlog. With queued, it appends the requests alone
+// (left queued, with placement paused): the state of issue 2, one event subject per pin instead of two.
+func (n *node) seed(count int, queued bool) error {
 	ctx := context.Background()
 	log, closeLog, err := n.openLog(ctx)
 	if err != nil {
@@ -56,8 +57,10 @@ func (n *node) seed(count int) error {
 			if err != nil {
 				return err
 			}
-			reqs = append(reqs, domain.Message{Subject: events.PinSubject(org, id), Expect: 0, Envelope: req},
-				domain.Message{Subject: events.PlaceSubject("seed", org, id), Expect: 0, Envelope: placed})
+			reqs = append(reqs, domain.Message{Subject: events.PinSubject(org, id), Expect: 0, Envelope: req})
+			if !queued {
+				reqs = append(reqs, domain.Message{Subject: events.PlaceSubject("seed", org, id), Expect: 0, Envelope: placed})
+			}
 			ids = append(ids, id)
 		}
 		seqs, err := log.AppendBulk(ctx, reqs)
@@ -66,6 +69,9 @@ func (n *node) seed(count int) error {
 		}
 		var obs []domain.Message
 		for k, id := range ids {
+			if queued {
+				break
+			}
 			status := ""
 			switch r := (lo + k) % 20; {
 			case r < 16:
