@@ -56,6 +56,8 @@ type WorkerSource interface {
 	LastPerSubject(ctx context.Context, filter string, fn func(events.Record) error) (uint64, error)
 	// Load returns every event on one subject and its last sequence.
 	Load(ctx context.Context, subject string) ([]events.Record, uint64, error)
+	// SubjectCount is how many events one subject holds, from the log's subject index (no event is read).
+	SubjectCount(ctx context.Context, subject string) (uint64, error)
 	// LastSeq is the sequence of the last event in the log.
 	LastSeq(ctx context.Context) (uint64, error)
 	Append(ctx context.Context, msgs ...domain.Message) ([]uint64, error)
@@ -116,6 +118,9 @@ type Worker struct {
 	terms termFence
 	// termsThrough: terms holds every term start with a sequence below this one.
 	termsThrough uint64
+	// termsRead is how many term starts the last read of them all found (-1: none yet). Term starts are only
+	// ever appended, so while the log holds as many the fence is complete and needs no new read.
+	termsRead int
 	// state and refs hold a node's whole pin set (a million entries on a node with a million pins), so their keys
 	// are compact values rather than strings (BenchmarkWorkerStateMemory).
 	state map[pinKey]*placementState
@@ -211,7 +216,7 @@ func NewWorker(src WorkerSource, pinner Pinner, cfg WorkerConfig) *Worker {
 	f := promauto.With(reg)
 	return &Worker{
 		src: src, pinner: pinner, cfg: cfg, lg: cfg.Logger.With("component", "worker", "node", cfg.NodeID),
-		sem: make(chan struct{}, cfg.Concurrency), slow: make(chan struct{}, cfg.SlowLimit), state: map[pinKey]*placementState{}, refs: map[cidKey]int32{}, resumeOrigins: map[pinKey][]string{},
+		sem: make(chan struct{}, cfg.Concurrency), slow: make(chan struct{}, cfg.SlowLimit), state: map[pinKey]*placementState{}, refs: map[cidKey]int32{}, resumeOrigins: map[pinKey][]string{}, termsRead: -1,
 		pinned:     f.NewCounter(prometheus.CounterOpts{Name: "anchorage_worker_pins_total", Help: "Pins this node's worker completed."}),
 		failed:     f.NewCounter(prometheus.CounterOpts{Name: "anchorage_worker_pin_failures_total", Help: "Pins this node's worker reported failed."}),
 		unpins:     f.NewCounter(prometheus.CounterOpts{Name: "anchorage_worker_unpins_total", Help: "CIDs this node's worker unpinned from Kubo."}),
@@ -502,10 +507,15 @@ func (w *Worker) unref(ck cidKey) {
 	}
 }
 
-// loadTerms reads every term start into the fence. Called on receiving a decision at seq, it makes the fence
+// loadTerms makes the fence hold every term start. Called on receiving a decision at seq, it makes the fence
 // complete below seq: a term start before seq was stored before that decision, so before this read. It also
 // covers every decision up to the log's last sequence read just before (stored before the read too), so the
 // decisions of a burst that were already stored need no read of their own.
+//
+// The term starts are read only when the log holds another number of them than the last read found: one per
+// scheduler term, so one per restart or failover, scattered over the log. Reading them all again for every new
+// decision, as it did, cost one event read per term start in the log's history, each loading an old message
+// block (8 MB): 66 of them on a data dir restarted that often, for every burst of placements.
 func (w *Worker) loadTerms(ctx context.Context, seq uint64) error {
 	through := seq
 	if seq > 0 {
@@ -515,17 +525,30 @@ func (w *Worker) loadTerms(ctx context.Context, seq uint64) error {
 		}
 		through = max(through, last)
 	}
-	recs, _, err := w.src.Load(ctx, events.SchedTerm)
+	// Counted after the log's last sequence was read: every term start stored before then is counted.
+	n, err := w.src.SubjectCount(ctx, events.SchedTerm)
 	if err != nil {
 		return err
 	}
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, r := range recs {
-		if e, ok := r.Event.(events.SchedTermStarted); ok {
-			w.terms.started(r.Seq, e.Term)
+	unchanged := w.termsRead >= 0 && uint64(w.termsRead) == n
+	w.mu.Unlock()
+	if !unchanged {
+		recs, _, err := w.src.Load(ctx, events.SchedTerm)
+		if err != nil {
+			return err
 		}
+		w.mu.Lock()
+		for _, r := range recs {
+			if e, ok := r.Event.(events.SchedTermStarted); ok {
+				w.terms.started(r.Seq, e.Term)
+			}
+		}
+		w.termsRead = len(recs)
+		w.mu.Unlock()
 	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	w.termsThrough = max(w.termsThrough, through)
 	return nil
 }

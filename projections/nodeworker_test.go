@@ -24,6 +24,7 @@ type workerSource struct {
 	current    []events.Record // the last event of each placement subject, as the worker reads them at start
 	terms      []events.Record
 	lastSeq    uint64
+	more       chan events.Record // delivered after placements, while the worker runs (nil: none)
 
 	mu        sync.Mutex
 	termLoads int
@@ -53,8 +54,14 @@ func (s *workerSource) ConsumeDurable(ctx context.Context, _ string, _ []string,
 	for _, r := range s.placements {
 		fn(&workerDelivery{s, r})
 	}
-	<-ctx.Done()
-	return nil
+	for {
+		select {
+		case r := <-s.more:
+			fn(&workerDelivery{s, r})
+		case <-ctx.Done():
+			return nil
+		}
+	}
 }
 
 func (s *workerSource) LastPerSubject(_ context.Context, _ string, fn func(events.Record) error) (uint64, error) {
@@ -76,7 +83,20 @@ func (s *workerSource) Load(_ context.Context, subject string) ([]events.Record,
 	return s.terms, 0, nil
 }
 
-func (s *workerSource) LastSeq(context.Context) (uint64, error) { return s.lastSeq, nil }
+func (s *workerSource) SubjectCount(_ context.Context, subject string) (uint64, error) {
+	if subject != events.SchedTerm {
+		return 0, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return uint64(len(s.terms)), nil
+}
+
+func (s *workerSource) LastSeq(context.Context) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastSeq, nil
+}
 
 func (s *workerSource) Append(ctx context.Context, msgs ...domain.Message) ([]uint64, error) {
 	return s.AppendBulk(ctx, msgs)
@@ -192,7 +212,53 @@ func TestWorkerReadsTheTermsOncePerBurst(t *testing.T) {
 	assert.Len(t, cids, 50)
 	src.mu.Lock()
 	defer src.mu.Unlock()
-	assert.Equal(t, 2, src.termLoads, "one read at start, one for the whole burst")
+	assert.Equal(t, 1, src.termLoads, "one read at start; the burst found as many term starts, so no read")
+}
+
+// A term that starts while the worker runs is read as soon as a decision after it arrives (the log then holds
+// more term starts than the fence), and its predecessor's later decisions are ignored; while no term starts, new
+// decisions cost a count of the term starts, not a read of them all.
+func TestWorkerReadsTheTermsAgainOnlyWhenOneStarted(t *testing.T) {
+	t.Parallel()
+	src := &workerSource{terms: []events.Record{termStart(1, 1)}, lastSeq: 11, more: make(chan events.Record),
+		placements: []events.Record{placement(10, 1, "a"), placement(11, 1, "b")}}
+	p := &recordingPinner{}
+	w := projections.NewWorker(src, p, projections.WorkerConfig{NodeID: "n1", Concurrency: 2, ReportDelay: -1})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	acked := func(n int) func() bool {
+		return func() bool { src.mu.Lock(); defer src.mu.Unlock(); return src.acked >= n }
+	}
+	require.Eventually(t, acked(2), 10*time.Second, time.Millisecond)
+	// More decisions of the same term, appended later: counted, not read.
+	for i, req := range []string{"c", "d", "e"} {
+		src.mu.Lock()
+		src.lastSeq = uint64(12 + i)
+		src.mu.Unlock()
+		src.more <- placement(uint64(12+i), 1, req)
+	}
+	require.Eventually(t, acked(5), 10*time.Second, time.Millisecond)
+	src.mu.Lock()
+	loads := src.termLoads
+	// A new term starts at 20; the deposed term's decision at 21 must be ignored, the new term's at 22 acted on.
+	src.terms = append(src.terms, termStart(20, 2))
+	src.lastSeq = 22
+	src.mu.Unlock()
+	src.more <- placement(21, 1, "deposed")
+	src.more <- placement(22, 2, "current")
+	require.Eventually(t, acked(7), 10*time.Second, time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+	assert.Equal(t, 1, loads, "decisions of a term already known: no read of the term starts")
+	src.mu.Lock()
+	assert.Equal(t, 2, src.termLoads, "a new term start: one read")
+	src.mu.Unlock()
+	var reqs []string
+	for _, o := range src.observed(t) {
+		reqs = append(reqs, o.RequestID)
+	}
+	assert.ElementsMatch(t, []string{"a", "b", "c", "d", "e", "current"}, reqs)
 }
 
 // The fence still ignores a deposed scheduler's decisions when the terms are read once for a burst.

@@ -81,6 +81,18 @@ func (m *memLog) Load(_ context.Context, subject string) ([]events.Record, uint6
 	return out, 0, nil
 }
 
+func (m *memLog) SubjectCount(_ context.Context, subject string) (uint64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var n uint64
+	for _, r := range m.recs {
+		if r.Subject == subject {
+			n++
+		}
+	}
+	return n, nil
+}
+
 func (m *memLog) LastSeq(context.Context) (uint64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

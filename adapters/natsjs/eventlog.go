@@ -676,6 +676,19 @@ func (l *EventLog) Subjects(ctx context.Context, filter string) (map[string]uint
 	return info.State.Subjects, nil
 }
 
+// SubjectCount is how many events the literal subject holds, from the stream's subject index: no message is
+// read, so no message block is loaded (projections.WorkerSource).
+func (l *EventLog) SubjectCount(ctx context.Context, subject string) (uint64, error) {
+	if strings.ContainsAny(subject, "*>") {
+		return 0, fmt.Errorf("natsjs: SubjectCount needs a literal subject, not %q", subject)
+	}
+	subjects, err := l.Subjects(ctx, subject)
+	if err != nil {
+		return 0, err
+	}
+	return subjects[subject], nil
+}
+
 // fewSubjects bounds the subject spaces LastSeqMatching answers subject by subject.
 const fewSubjects = 1024
 

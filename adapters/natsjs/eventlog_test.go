@@ -452,3 +452,27 @@ func TestReadPace(t *testing.T) {
 	cancel()
 	require.NoError(t, <-done)
 }
+
+func TestSubjectCount(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	_, l := natstest.Log(t)
+	id := uuid.NewString()
+	n, err := l.SubjectCount(ctx, events.PinSubject(org, id))
+	require.NoError(t, err)
+	require.Zero(t, n)
+	var last uint64
+	for range 3 {
+		seqs, err := l.Append(ctx, pinMsg(t, id, last, requested(id)))
+		require.NoError(t, err)
+		last = seqs[0]
+	}
+	other := uuid.NewString()
+	_, err = l.Append(ctx, pinMsg(t, other, 0, requested(other)))
+	require.NoError(t, err)
+	n, err = l.SubjectCount(ctx, events.PinSubject(org, id))
+	require.NoError(t, err)
+	require.Equal(t, uint64(3), n)
+	_, err = l.SubjectCount(ctx, events.AllPins)
+	require.Error(t, err, "a wildcard is refused")
+}
