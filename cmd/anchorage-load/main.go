@@ -121,7 +121,7 @@ func run(o options) error {
 	if !o.keep {
 		defer os.RemoveAll(dir)
 	}
-	fmt.Printf("machine: %s, %d cores, %s; speed now: %.1f M keys sorted/s on one core\n", cpuModel(), runtime.NumCPU(), runtime.Version(), cpuSpeed())
+	fmt.Printf("machine: %s, %d cores, %s; speed now: %.1f M keys sorted/s on one core, fsync %s\n", cpuModel(), runtime.NumCPU(), runtime.Version(), cpuSpeed(), fsyncSpeed(tmpRoot()))
 	n, err := start(o.bin, dir)
 	if err != nil {
 		return err
@@ -240,7 +240,7 @@ func run(o options) error {
 			return err
 		}
 	}
-	fmt.Printf("\nmachine speed at the end: %.1f M keys sorted/s on one core\n", cpuSpeed())
+	fmt.Printf("\nmachine speed at the end: %.1f M keys sorted/s on one core, fsync %s\n", cpuSpeed(), fsyncSpeed(dir))
 	return nil
 }
 
@@ -563,6 +563,32 @@ func numCPU() int { return runtime.NumCPU() }
 // cpuSpeed sorts random 64-bit keys on one core for 300 ms and returns millions of keys sorted per second. The
 // project VM's cores are shared and their speed moves by up to half within an hour: printed before and after
 // every run, it says how fast the machine was while the figures were taken.
+// fsyncSpeed writes and fdatasyncs 4 KiB 200 times in a temp file under dir and returns the median and 90th
+// percentile: the POST phase waits for the event log's group fsync, so its throughput follows the disk's
+// latency as much as the cores' speed.
+func fsyncSpeed(dir string) string {
+	f, err := os.CreateTemp(dir, "fsync-probe-")
+	if err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	buf := make([]byte, 4096)
+	lat := make([]time.Duration, 0, 200)
+	for i := range 200 {
+		t0 := time.Now()
+		if _, err := f.WriteAt(buf, int64(i)*4096); err != nil {
+			return "unknown (" + err.Error() + ")"
+		}
+		if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+			return "unknown (" + err.Error() + ")"
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	slices.Sort(lat)
+	return fmt.Sprintf("p50 %.2f ms, p90 %.2f ms", float64(lat[100])/1e6, float64(lat[180])/1e6)
+}
+
 func cpuSpeed() float64 {
 	r := rand.New(rand.NewPCG(1, 2))
 	x := make([]uint64, 1<<20)
