@@ -465,7 +465,7 @@ func (n *node) hammer(workers int, d time.Duration, rate int, mk func(w, i int) 
 
 // connClient sends a worker's requests over one keep-alive connection of its own, writing and reading them in
 // the worker's goroutine. The load tool shares the two cores with the node it measures, and net/http's client
-// (two goroutine hand-offs per request and its transport's bookkeeping) cost it 0.10-0.17 ms of CPU per POST,
+// (two goroutine hand-offs per request and its transport's bookkeeping) cost it 0.12-0.20 ms of CPU per POST,
 // a sixth of the whole machine's; this does the same HTTP/1.1 exchange with req.Write and http.ReadResponse.
 type connClient struct {
 	addr string
@@ -608,9 +608,6 @@ func rssOf(pid int) (int64, error) {
 
 func numCPU() int { return runtime.NumCPU() }
 
-// cpuSpeed sorts random 64-bit keys on one core for 300 ms and returns millions of keys sorted per second. The
-// project VM's cores are shared and their speed moves by up to half within an hour: printed before and after
-// every run, it says how fast the machine was while the figures were taken.
 // fsyncSpeed writes and fdatasyncs 4 KiB 200 times in a temp file under dir and returns the median and 90th
 // percentile: the POST phase waits for the event log's group fsync, so its throughput follows the disk's
 // latency as much as the cores' speed.
@@ -637,6 +634,9 @@ func fsyncSpeed(dir string) string {
 	return fmt.Sprintf("p50 %.2f ms, p90 %.2f ms", float64(lat[100])/1e6, float64(lat[180])/1e6)
 }
 
+// cpuSpeed sorts random 64-bit keys on one core for 300 ms and returns millions of keys sorted per second. The
+// project VM's cores are shared and their speed moves by up to half within an hour: printed before and after
+// every run, it says how fast the machine was while the figures were taken.
 func cpuSpeed() float64 {
 	r := rand.New(rand.NewPCG(1, 2))
 	x := make([]uint64, 1<<20)
