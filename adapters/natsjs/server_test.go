@@ -1,0 +1,53 @@
+package natsjs_test
+
+import (
+	"bytes"
+	"log/slog"
+	"sync"
+	"testing"
+
+	"github.com/anchorage-pin/anchorage/adapters/natsjs"
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+)
+
+// syncBuffer is a log sink the server's goroutines may write to concurrently.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// The client listener's password is kept hashed: the server starts without its plaintext-password warning, the
+// password still lets clients in (the node's in-process ones and a listener client), and another does not.
+func TestServerKeepsTheListenerPasswordHashed(t *testing.T) {
+	t.Parallel()
+	var logs syncBuffer
+	s, err := natsjs.StartServer(natsjs.ServerConfig{StoreDir: t.TempDir(), Sync: natsjs.SyncGroup, Listen: "127.0.0.1:0",
+		User: "anchorage", Password: "0123456789abcdef0123456789abcdef0123456789abcdef",
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Shutdown(t.Context()) })
+
+	nc, err := s.Connect("in-process")
+	require.NoError(t, err)
+	nc.Close()
+	nc, err = nats.Connect(s.ClientURL(), nats.UserInfo("anchorage", "0123456789abcdef0123456789abcdef0123456789abcdef"))
+	require.NoError(t, err)
+	nc.Close()
+	_, err = nats.Connect(s.ClientURL(), nats.UserInfo("anchorage", "0123456789abcdef0123456789abcdef0123456789abcdeX"),
+		nats.MaxReconnects(0))
+	require.Error(t, err)
+	require.NotContains(t, logs.String(), "Plaintext passwords detected")
+}
