@@ -531,24 +531,24 @@ func (w *Worker) loadTerms(ctx context.Context, seq uint64) error {
 		return err
 	}
 	w.mu.Lock()
-	unchanged := w.termsRead >= 0 && uint64(w.termsRead) == n
+	known := w.termsRead >= 0 && uint64(w.termsRead) == n
 	w.mu.Unlock()
-	if !unchanged {
-		recs, _, err := w.src.Load(ctx, events.SchedTerm)
-		if err != nil {
+	var recs []events.Record
+	if !known {
+		if recs, _, err = w.src.Load(ctx, events.SchedTerm); err != nil {
 			return err
 		}
-		w.mu.Lock()
-		for _, r := range recs {
-			if e, ok := r.Event.(events.SchedTermStarted); ok {
-				w.terms.started(r.Seq, e.Term)
-			}
-		}
-		w.termsRead = len(recs)
-		w.mu.Unlock()
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	for _, r := range recs {
+		if e, ok := r.Event.(events.SchedTermStarted); ok {
+			w.terms.started(r.Seq, e.Term)
+		}
+	}
+	if !known {
+		w.termsRead = len(recs)
+	}
 	w.termsThrough = max(w.termsThrough, through)
 	return nil
 }

@@ -98,8 +98,8 @@ func (g *growthAnalyzer) analyze(table string, known bool, changed int64) {
 		return // tried again after the next batch
 	}
 	t := g.tabs[table]
-	if t.known = true; known {
+	if known {
 		t.changed -= changed // the rows written while it ran count towards the next
 	}
-	t.base = max(rows, 0)
+	t.known, t.base = true, max(rows, 0)
 }

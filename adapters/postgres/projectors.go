@@ -39,14 +39,17 @@ func Projectors(pool *pgxpool.Pool, log *slog.Logger) []projections.Projector {
 	if log != nil {
 		g.log = log
 	}
-	pins, audit := NewPinsProjector(pool), NewAuditProjector(pool)
-	pins.grow, audit.grow = g, g
-	return []projections.Projector{&OrgsProjector{pool}, &TokensProjector{pool}, pins, audit}
+	return projectorsWith(pool, g)
 }
 
 // rebuildProjectors are Projectors without the analyzer: a rebuild's copies are analyzed once loaded.
-func rebuildProjectors(pool *pgxpool.Pool) []projections.Projector {
-	return []projections.Projector{&OrgsProjector{pool}, &TokensProjector{pool}, NewPinsProjector(pool), NewAuditProjector(pool)}
+func rebuildProjectors(pool *pgxpool.Pool) []projections.Projector { return projectorsWith(pool, nil) }
+
+// projectorsWith builds the projectors, the pins and audit ones reporting their writes to g (nil: none).
+func projectorsWith(pool *pgxpool.Pool, g *growthAnalyzer) []projections.Projector {
+	pins, audit := NewPinsProjector(pool), NewAuditProjector(pool)
+	pins.grow, audit.grow = g, g
+	return []projections.Projector{&OrgsProjector{pool}, &TokensProjector{pool}, pins, audit}
 }
 
 // pipeline collects the statements of one batch (through sqlc's :exec methods) to send them in one round trip.

@@ -161,7 +161,7 @@ func run(o options) error {
 	printLag("projection lag (pins) during POST", lag1.minus(lag0))
 	// CPU per request varies less than throughput on a shared VM whose speed drifts: it is what to compare
 	// between builds.
-	fmt.Printf("  CPU used meanwhile: %s\n", strings.ReplaceAll(cpuDelta(cpu0, cpu1, len(res.lat)), "/pin", "/req"))
+	fmt.Printf("  CPU used meanwhile: %s\n", cpuDelta(cpu0, cpu1, len(res.lat), "req"))
 
 	// Phase 2: projection lag at a fixed write rate.
 	if o.rate > 0 {

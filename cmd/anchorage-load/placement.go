@@ -107,7 +107,7 @@ func (n *node) placementBench(count, workers int) error {
 	e2e := float64(count) / total.Seconds()
 	fmt.Printf("%-40s %8.0f pins/s  (%d pins, all POSTed in %s, all pinned after %s, errors=%d)\n",
 		fmt.Sprintf("anchorage end to end, %d clients", workers), e2e, count, posted.Round(time.Millisecond), total.Round(time.Millisecond), errs.Load())
-	fmt.Printf("  CPU used meanwhile: %s\n", cpuDelta(cpuStart, cpuEnd, count))
+	fmt.Printf("  CPU used meanwhile: %s\n", cpuDelta(cpuStart, cpuEnd, count, "pin"))
 
 	best, bestC := 0.0, 0
 	for _, c := range []int{1, 16, 32, 64, 128} {
@@ -140,7 +140,7 @@ func (n *node) placementBench(count, workers int) error {
 		kwg.Wait()
 		rate := float64(count) / time.Since(t0).Seconds()
 		fmt.Printf("%-40s %8.0f pins/s  (errors=%d)\n", fmt.Sprintf("Kubo alone, %d in flight", c), rate, kerrs.Load())
-		fmt.Printf("  CPU used meanwhile: %s\n", cpuDelta(cpu0, cpuByPID(), count))
+		fmt.Printf("  CPU used meanwhile: %s\n", cpuDelta(cpu0, cpuByPID(), count, "pin"))
 		if rate > best {
 			best, bestC = rate, c
 		}
@@ -401,10 +401,11 @@ type procCPU struct {
 	s    float64
 }
 
-// cpuDelta formats where the CPU went between two cpuByPID calls, by process name, per pin, largest first.
+// cpuDelta formats where the CPU went between two cpuByPID calls, by process name, per unit of work (n of them:
+// "pin", "req"), largest first.
 // Kernel threads are left out (their names change with the work they do); processes that exited in between are
 // missing, so short-lived ones are undercounted.
-func cpuDelta(before, after map[int]procCPU, pins int) string {
+func cpuDelta(before, after map[int]procCPU, n int, unit string) string {
 	by := map[string]float64{}
 	for pid, p := range after {
 		if strings.HasPrefix(p.name, "kworker") {
@@ -425,9 +426,9 @@ func cpuDelta(before, after map[int]procCPU, pins int) string {
 		}
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].s > rows[j].s })
-	parts := []string{fmt.Sprintf("total %.2f s (%.2f ms/pin)", total, 1000*total/float64(pins))}
+	parts := []string{fmt.Sprintf("total %.2f s (%.2f ms/%s)", total, 1000*total/float64(n), unit)}
 	for _, r := range rows {
-		parts = append(parts, fmt.Sprintf("%s %.2f s (%.2f ms/pin)", r.name, r.s, 1000*r.s/float64(pins)))
+		parts = append(parts, fmt.Sprintf("%s %.2f s (%.2f ms/%s)", r.name, r.s, 1000*r.s/float64(n), unit))
 	}
 	return strings.Join(parts, ", ")
 }
