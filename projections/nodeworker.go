@@ -56,6 +56,8 @@ type WorkerSource interface {
 	LastPerSubject(ctx context.Context, filter string, fn func(events.Record) error) (uint64, error)
 	// Load returns every event on one subject and its last sequence.
 	Load(ctx context.Context, subject string) ([]events.Record, uint64, error)
+	// LoadAfter returns the events on one subject with a sequence above after, reading only those.
+	LoadAfter(ctx context.Context, subject string, after uint64) ([]events.Record, error)
 	// SubjectCount is how many events one subject holds, from the log's subject index (no event is read).
 	SubjectCount(ctx context.Context, subject string) (uint64, error)
 	// LastSeq is the sequence of the last event in the log.
@@ -118,9 +120,12 @@ type Worker struct {
 	terms termFence
 	// termsThrough: terms holds every term start with a sequence below this one.
 	termsThrough uint64
-	// termsRead is how many term starts the last read of them all found (-1: none yet). Term starts are only
-	// ever appended, so while the log holds as many the fence is complete and needs no new read.
+	// termsRead is how many events of the term subject the fence has read (-1: none yet), and termsSeq the
+	// sequence of the last. Term starts are only ever appended and the fence reads a prefix of them (every one up
+	// to termsSeq), so while the log holds as many the fence is complete and needs no new read; when it holds
+	// more, only those after termsSeq are read.
 	termsRead int
+	termsSeq  uint64
 	// state and refs hold a node's whole pin set (a million entries on a node with a million pins), so their keys
 	// are compact values rather than strings (BenchmarkWorkerStateMemory).
 	state map[pinKey]*placementState
@@ -367,26 +372,35 @@ func (w *Worker) rebuild(ctx context.Context) error {
 	w.mu.Lock()
 	w.state, w.refs, w.resumeOrigins = map[pinKey]*placementState{}, map[cidKey]int32{}, map[pinKey][]string{}
 	w.mu.Unlock()
-	// Every term start (there are few): a decision counts unless a higher term had started before it.
-	if err := w.loadTerms(ctx, 0); err != nil {
-		return err
-	}
+	// A decision counts unless a higher term had started before it: the fold needs every term start (a snapshot
+	// keeps those up to it; restoreSnapshot reads the ones after).
 	sl, _ := w.src.(SnapshotLog)
 	if sl == nil || w.cfg.Snapshots == nil {
+		if err := w.loadTerms(ctx, 0); err != nil {
+			return err
+		}
 		_, err := w.rebuildFromLog(ctx)
 		return err
 	}
 	h, st, ok, err := w.restoreSnapshot(ctx, sl)
 	if ok {
 		w.lg.Info("worker state restored from its snapshot", "placements", st.entries, "events_after_it", st.tail, "took", st.load.Round(time.Millisecond).String())
-		// Write it again only when the events after it have grown: a few do not slow the next start.
-		if st.tail >= max(snapTailMin, st.entries/20) {
+		// Write it again only when the events after it have grown, or the term starts after its fence (one per
+		// restart, each a block to load at every start): a few do not slow the next start. A snapshot without a
+		// fence (version 1) is written again at once.
+		w.mu.Lock()
+		termsAfter := w.termsRead - h.terms.read
+		w.mu.Unlock()
+		if st.tail >= max(snapTailMin, st.entries/20) || h.terms.read < 0 || termsAfter >= snapTermsMax {
 			w.saveSnapshot(h)
 		}
 		return nil
 	}
 	if err != nil {
 		w.lg.Warn("not using the worker's snapshot; reading the node's placements from the log", "err", err)
+	}
+	if err := w.loadTerms(ctx, 0); err != nil {
+		return err
 	}
 	t0 := time.Now()
 	upTo, err := w.rebuildFromLog(ctx)
@@ -512,10 +526,13 @@ func (w *Worker) unref(ck cidKey) {
 // covers every decision up to the log's last sequence read just before (stored before the read too), so the
 // decisions of a burst that were already stored need no read of their own.
 //
-// The term starts are read only when the log holds another number of them than the last read found: one per
-// scheduler term, so one per restart or failover, scattered over the log. Reading them all again for every new
-// decision, as it did, cost one event read per term start in the log's history, each loading an old message
-// block (8 MB): 66 of them on a data dir restarted that often, for every burst of placements.
+// There is one term start per scheduler term, so one per restart or failover, scattered over the log, and
+// reading one loads its message block (8 MB). So the starts are read only when the log holds another number of
+// them than the fence (counted from the log's subject index, which reads no event), and then only the ones
+// after the fence's last: reading them all again for every new decision, as it once did, cost a block load per
+// term start in the log's history for every burst of placements (66 on a data dir restarted that often); reading
+// them all at every start or new term still grew with every restart. Only a worker's first start, with no
+// snapshot (which keeps the fence), reads them all.
 func (w *Worker) loadTerms(ctx context.Context, seq uint64) error {
 	through := seq
 	if seq > 0 {
@@ -531,23 +548,34 @@ func (w *Worker) loadTerms(ctx context.Context, seq uint64) error {
 		return err
 	}
 	w.mu.Lock()
-	known := w.termsRead >= 0 && uint64(w.termsRead) == n
+	read, after := w.termsRead, w.termsSeq
 	w.mu.Unlock()
+	known := read >= 0 && uint64(read) == n
 	var recs []events.Record
-	if !known {
-		if recs, _, err = w.src.Load(ctx, events.SchedTerm); err != nil {
-			return err
-		}
+	switch {
+	case known:
+	case read < 0:
+		recs, _, err = w.src.Load(ctx, events.SchedTerm)
+	default:
+		recs, err = w.src.LoadAfter(ctx, events.SchedTerm, after)
+	}
+	if err != nil {
+		return err
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if !known {
+		w.termsRead = max(w.termsRead, 0)
+	}
 	for _, r := range recs {
+		if r.Seq <= w.termsSeq {
+			continue // read by a concurrent call
+		}
 		if e, ok := r.Event.(events.SchedTermStarted); ok {
 			w.terms.started(r.Seq, e.Term)
 		}
-	}
-	if !known {
-		w.termsRead = len(recs)
+		w.termsRead++
+		w.termsSeq = r.Seq
 	}
 	w.termsThrough = max(w.termsThrough, through)
 	return nil

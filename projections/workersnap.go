@@ -10,6 +10,7 @@ import (
 	"hash"
 	"io"
 	"io/fs"
+	"slices"
 	"time"
 
 	"github.com/anchorage-pin/anchorage/events"
@@ -42,10 +43,15 @@ type SnapshotLog interface {
 //
 //	header:  node, log id (strings), seq (the log's last sequence the state covers) and the id of the event
 //	         there (checked against the log before use: a log cut short and written again has another), entry
-//	         count
+//	         count; then (version 2) the scheduler-term fence: how many events of the term subject it read
+//	         plus one (0: none), the sequence of the last, the count of term starts and each one's sequence
+//	         and term
 //	entry:   flags (live, done, key is the ids form, has origins), key (32 bytes: org and request UUIDs; or
 //	         a string), the placement's seq, then when live its CID and, if flagged, its origins
-const snapMagic = "anchorage node-worker snapshot 1\n"
+const snapMagic = "anchorage node-worker snapshot 2\n"
+
+// snapMagicV1 marks a snapshot without the term fence (read, never written: its fence is read from the log).
+const snapMagicV1 = "anchorage node-worker snapshot 1\n"
 
 const (
 	snapLive = 1 << iota
@@ -60,6 +66,46 @@ type snapHeader struct {
 	seq         uint64 // the state is the fold of the node's events up to this sequence of the log
 	seqID       string // the id of the log's event at seq ("" when seq is 0)
 	entries     uint64
+	terms       snapTerms
+}
+
+// snapTerms is the worker's scheduler-term fence as a snapshot keeps it, so that a start reads only the term
+// starts after it rather than one event (and message block) per restart in the log's history. It is cut at the
+// snapshot's seq, the last event checked against the log.
+type snapTerms struct {
+	read   int    // events of the term subject read (-1: none, or a version 1 snapshot)
+	seq    uint64 // every event of the term subject up to this sequence was read
+	starts []termStart
+}
+
+// fenceAt is the fence cut at seq: the starts up to it, and read counting those.
+func (w *Worker) fenceAt(seq uint64) snapTerms {
+	if w.termsRead < 0 {
+		return snapTerms{read: -1}
+	}
+	t := snapTerms{seq: min(w.termsSeq, seq)}
+	for _, s := range w.terms.starts {
+		if s.seq <= t.seq {
+			t.starts = append(t.starts, s)
+		}
+	}
+	t.read = len(t.starts)
+	return t
+}
+
+// adoptFence takes the fence a (checked) snapshot kept, unless the worker's covers more already.
+func (w *Worker) adoptFence(t snapTerms) {
+	if t.read < 0 || (w.termsRead >= 0 && w.termsSeq >= t.seq) {
+		return
+	}
+	w.terms = termFence{starts: slices.Clone(t.starts)}
+	w.termsRead, w.termsSeq = t.read, t.seq
+}
+
+// sameAs reports whether two headers describe the same snapshot.
+func (h snapHeader) sameAs(o snapHeader) bool {
+	return h.node == o.node && h.logID == o.logID && h.seq == o.seq && h.seqID == o.seqID && h.entries == o.entries &&
+		h.terms.read == o.terms.read && h.terms.seq == o.terms.seq && slices.Equal(h.terms.starts, o.terms.starts)
 }
 
 // snapStats is what a start from a snapshot did, for the log line.
@@ -105,6 +151,13 @@ func writeSnapshot(out io.Writer, h snapHeader, entries func(yield func(snapEntr
 	e.uint(h.seq)
 	e.str(h.seqID)
 	e.uint(h.entries)
+	e.uint(uint64(h.terms.read + 1))
+	e.uint(h.terms.seq)
+	e.uint(uint64(len(h.terms.starts)))
+	for _, t := range h.terms.starts {
+		e.uint(t.seq)
+		e.uint(t.term)
+	}
 	n := uint64(0)
 	for en := range entries {
 		e.entry(en)
@@ -123,9 +176,11 @@ func writeSnapshot(out io.Writer, h snapHeader, entries func(yield func(snapEntr
 	return err
 }
 
-// writeSnapshot writes the worker's state as of h.seq (called with w.mu held, before deliveries change it).
+// writeSnapshot writes the worker's state and term fence as of h.seq (called with w.mu held, before deliveries
+// change it).
 func (w *Worker) writeSnapshot(out io.Writer, h snapHeader) error {
 	h.entries = uint64(len(w.state))
+	h.terms = w.fenceAt(h.seq)
 	return writeSnapshot(out, h, w.stateEntries)
 }
 
@@ -188,10 +243,26 @@ func (e *snapEncoder) str(s string) {
 func readSnapshotHeader(r *snapDecoder) (snapHeader, error) {
 	magic := make([]byte, len(snapMagic))
 	r.full(magic)
-	if r.err == nil && string(magic) != snapMagic {
+	v1 := string(magic) == snapMagicV1
+	if r.err == nil && string(magic) != snapMagic && !v1 {
 		return snapHeader{}, errors.New("not a node-worker snapshot (or one of another version)")
 	}
-	h := snapHeader{node: r.str(), logID: r.str(), seq: r.uint(), seqID: r.str(), entries: r.uint()}
+	h := snapHeader{node: r.str(), logID: r.str(), seq: r.uint(), seqID: r.str(), entries: r.uint(), terms: snapTerms{read: -1}}
+	if v1 {
+		return h, r.err
+	}
+	h.terms.read, h.terms.seq = int(r.uint())-1, r.uint()
+	n := r.uint()
+	if r.err == nil && (n > 1<<20 || h.terms.read < -1 || h.terms.read > 1<<30 || h.terms.seq > h.seq) {
+		r.err = errors.New("corrupt snapshot: implausible term fence")
+	}
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		t := termStart{seq: r.uint(), term: r.uint()}
+		if r.err == nil && (t.seq > h.terms.seq || (i > 0 && t.seq <= h.terms.starts[i-1].seq)) {
+			r.err = errors.New("corrupt snapshot: term starts out of order")
+		}
+		h.terms.starts = append(h.terms.starts, t)
+	}
 	return h, r.err
 }
 
@@ -295,6 +366,9 @@ func (d *snapDecoder) uint() uint64 {
 // snapshot, and that makes it write a new one (with a twentieth of its entries, when that is more).
 var snapTailMin = 10_000
 
+// snapTermsMax is the number of term starts after a snapshot's fence that makes a start write it again.
+var snapTermsMax = 16
+
 // maxSnapString bounds one string of a snapshot (IDs, CIDs, multiaddrs are far shorter), so a damaged length
 // cannot make the reader allocate gigabytes.
 const maxSnapString = 1 << 16
@@ -387,10 +461,6 @@ func (w *Worker) restoreSnapshot(ctx context.Context, sl SnapshotLog) (h snapHea
 		return h, st, false, err
 	}
 	defer rc.Close()
-	// The fold below judges decisions by the scheduler terms: know every one started up to head.
-	if err := w.loadTerms(ctx, 0); err != nil {
-		return h, st, false, err
-	}
 	reset := func() {
 		w.state, w.refs, w.resumeOrigins = map[pinKey]*placementState{}, map[cidKey]int32{}, map[pinKey][]string{}
 	}
@@ -398,9 +468,19 @@ func (w *Worker) restoreSnapshot(ctx context.Context, sl SnapshotLog) (h snapHea
 	err = w.readSnapshotEntries(dec, h)
 	if err != nil {
 		reset()
+	} else {
+		w.adoptFence(h.terms) // its checksum is good
 	}
 	w.mu.Unlock()
 	if err != nil {
+		return h, st, false, err
+	}
+	// The fold below judges decisions by the scheduler terms: know every one started up to head (reading only
+	// those after the snapshot's fence).
+	if err := w.loadTerms(ctx, 0); err != nil {
+		w.mu.Lock()
+		reset()
+		w.mu.Unlock()
 		return h, st, false, err
 	}
 	st.entries = int(h.entries)
@@ -472,6 +552,9 @@ func (w *Worker) refreshSnapshot(ctx context.Context, sl SnapshotLog) (int, erro
 	// Only the events matter, not the worker's current state: a fold from nothing keeps, for each placement
 	// they touch, the effect of its last valid event, which is what the full fold's state is for it.
 	changed := NewWorker(w.src, nil, WorkerConfig{NodeID: w.cfg.NodeID})
+	w.mu.Lock()
+	changed.terms, changed.termsRead, changed.termsSeq = termFence{starts: slices.Clone(w.terms.starts)}, w.termsRead, w.termsSeq
+	w.mu.Unlock()
 	if err := changed.loadTerms(ctx, 0); err != nil {
 		return 0, err
 	}
@@ -498,7 +581,7 @@ func (w *Worker) refreshSnapshot(ctx context.Context, sl SnapshotLog) (int, erro
 	}); err != nil {
 		return 0, err
 	}
-	next := snapHeader{node: h.node, logID: h.logID, seq: head, entries: kept + uint64(len(changed.state))}
+	next := snapHeader{node: h.node, logID: h.logID, seq: head, entries: kept + uint64(len(changed.state)), terms: changed.fenceAt(head)}
 	if next.seqID, err = sl.EventID(ctx, head); err != nil {
 		return 0, err
 	}
@@ -537,7 +620,7 @@ func (w *Worker) readSnapshotAgain(h snapHeader, fn func(snapEntry)) error {
 	if err != nil {
 		return err
 	}
-	if again != h {
+	if !again.sameAs(h) {
 		return errors.New("the snapshot changed while it was being refreshed")
 	}
 	return readEntries(dec, h, fn)

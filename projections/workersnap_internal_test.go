@@ -1,10 +1,13 @@
 package projections
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -29,6 +32,8 @@ type memLog struct {
 
 	lastPerSubject int // LastPerSubject calls
 	tailReads      int // ReadUntilAtMost calls
+	loads          int // Load calls for the term starts
+	loadedAfter    int // events LoadAfter returned
 }
 
 func (m *memLog) add(subject string, e events.Event) {
@@ -69,9 +74,25 @@ func (m *memLog) LastPerSubject(_ context.Context, filter string, fn func(events
 	return upTo, nil
 }
 
+func (m *memLog) LoadAfter(_ context.Context, subject string, after uint64) ([]events.Record, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []events.Record
+	for _, r := range m.recs {
+		if r.Subject == subject && r.Seq > after {
+			out = append(out, r)
+		}
+	}
+	m.loadedAfter += len(out)
+	return out, nil
+}
+
 func (m *memLog) Load(_ context.Context, subject string) ([]events.Record, uint64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if subject == events.SchedTerm {
+		m.loads++
+	}
 	var out []events.Record
 	for _, r := range m.recs {
 		if r.Subject == subject {
@@ -307,6 +328,93 @@ func TestWorkerSnapshotRewrittenOnlyWhenTheTailGrows(t *testing.T) {
 		require.NoError(t, w.rebuild(context.Background()))
 		return stateOf(w)
 	}())
+}
+
+// A start from a snapshot reads only the scheduler-term starts after the snapshot's fence, never the whole
+// term history (one message block per restart), and still fences exactly as a worker reading it all. A version 1
+// snapshot, which has no fence, is still used: its start reads the term history once.
+func TestWorkerSnapshotKeepsTheTermFence(t *testing.T) {
+	defer func(v, m int) { snapTailMin, snapTermsMax = v, m }(snapTailMin, snapTermsMax)
+	snapTailMin = 20
+	log := &memLog{id: "log-1"}
+	h := newHistory(log, 11)
+	for range 30 { // many restarts: a term start each
+		h.term++
+		log.add(events.SchedTerm, events.SchedTermStarted{Term: h.term, SchedulerID: "s1"})
+		h.write(10)
+	}
+	snaps := &projectionstest.Snapshots{}
+	start := func() *Worker {
+		w := NewWorker(log, nil, WorkerConfig{NodeID: "n1", Snapshots: snaps})
+		require.NoError(t, w.rebuild(context.Background()))
+		return w
+	}
+	start()
+	require.Equal(t, 1, log.loads, "the first start reads the term history")
+	require.Equal(t, 1, snaps.Saved())
+
+	// Restarts, each starting a term, with and without placements in between.
+	for i := range 5 {
+		h.term++
+		log.add(events.SchedTerm, events.SchedTermStarted{Term: h.term, SchedulerID: "s1"})
+		h.write(5 * i)
+		log.loadedAfter, log.loads = 0, 0
+		w := start()
+		require.Zero(t, log.loads, "restart %d read the whole term history", i)
+		require.LessOrEqual(t, log.loadedAfter, 2+i, "restart %d: only the term starts after the snapshot", i)
+		ref := NewWorker(log, nil, WorkerConfig{NodeID: "n1"})
+		require.NoError(t, ref.loadTerms(context.Background(), 0))
+		require.Equal(t, ref.terms, w.terms, "restart %d: the fence", i)
+		require.Equal(t, ref.termsRead, w.termsRead)
+		require.Equal(t, fromLog(t, log), stateOf(w), "restart %d", i)
+	}
+
+	// Term starts after the fence, restart after restart with nothing else: the snapshot is written again once
+	// there are snapTermsMax of them.
+	snapTermsMax = 1
+	saved := snaps.Saved()
+	start() // the restarts above left a term start after its fence: written again
+	require.Equal(t, saved+1, snaps.Saved())
+	snapTermsMax, saved = 3, saved+1
+	for i := range 7 {
+		h.term++
+		log.add(events.SchedTerm, events.SchedTermStarted{Term: h.term, SchedulerID: "s1"})
+		log.loads = 0
+		w := start()
+		require.Zero(t, log.loads)
+		require.Equal(t, saved+(i+1)/3, snaps.Saved(), "restart %d", i)
+		require.Equal(t, fromLog(t, log), stateOf(w))
+	}
+
+	// A version 1 snapshot: the same header and entries without the fence.
+	w := start()
+	var buf bytes.Buffer
+	w.mu.Lock()
+	h1 := snapHeader{node: "n1", logID: "log-1", seq: uint64(len(log.recs)), seqID: log.recs[len(log.recs)-1].ID, entries: uint64(len(w.state))}
+	sum := sha256.New()
+	bw := bufio.NewWriter(io.MultiWriter(&buf, sum))
+	e := &snapEncoder{w: bw}
+	e.raw([]byte(snapMagicV1))
+	e.str(h1.node)
+	e.str(h1.logID)
+	e.uint(h1.seq)
+	e.str(h1.seqID)
+	e.uint(h1.entries)
+	w.stateEntries(func(en snapEntry) bool { e.entry(en); return true })
+	w.mu.Unlock()
+	require.NoError(t, e.err)
+	require.NoError(t, bw.Flush())
+	buf.Write(sum.Sum(nil))
+	snaps.Files["n1"] = buf.Bytes()
+	loads, lps, saved := log.loads, log.lastPerSubject, snaps.Saved()
+	w = start()
+	require.Equal(t, lps, log.lastPerSubject, "the version 1 snapshot was used")
+	require.Equal(t, loads+1, log.loads, "its start read the term history")
+	require.Equal(t, saved+1, snaps.Saved(), "and wrote a snapshot with the fence")
+	require.Equal(t, fromLog(t, log), stateOf(w))
+	log.loads = 0
+	start()
+	require.Zero(t, log.loads)
 }
 
 // A snapshot that does not fit the log is not used: the worker reads each subject's last event instead, and

@@ -407,6 +407,66 @@ func (l *EventLog) Load(ctx context.Context, subject string) ([]events.Record, u
 	return l.loadLiteral(ctx, subject)
 }
 
+// LoadLast returns the last event on a literal subject, read from the subject index (ok false: none).
+func (l *EventLog) LoadLast(ctx context.Context, subject string) (events.Record, bool, error) {
+	if strings.ContainsAny(subject, "*>") {
+		return events.Record{}, false, fmt.Errorf("load %s: LoadLast takes a literal subject", subject)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+	}
+	m, err := l.directGet(ctx, map[string]any{"last_by_subj": subject})
+	if err != nil || m == nil {
+		return events.Record{}, false, err
+	}
+	return m.rec, true, nil
+}
+
+// LoadAfter returns the events on a literal subject with a sequence above after, in order: the ones a reader
+// that already holds the subject's events up to after lacks. It reads the subject's last event from the index
+// and follows the chain of expected-last-sequence headers back only as far as after, so its cost is the number
+// of new events, however long the subject's history (see loadLiteral); where the chain breaks it reads forward
+// from after.
+func (l *EventLog) LoadAfter(ctx context.Context, subject string, after uint64) ([]events.Record, error) {
+	if strings.ContainsAny(subject, "*>") {
+		return nil, fmt.Errorf("load %s: LoadAfter takes a literal subject", subject)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+	}
+	last, err := l.directGet(ctx, map[string]any{"last_by_subj": subject})
+	if err != nil || last == nil || last.rec.Seq <= after {
+		return nil, err
+	}
+	chain := []events.Record{last.rec}
+	for cur := last; ; {
+		prev, ok := cur.prev()
+		if !ok {
+			recs, _, err := l.loadForward(ctx, subject, after+1, nil)
+			return recs, err
+		}
+		if prev <= after {
+			break
+		}
+		m, err := l.directGet(ctx, map[string]any{"seq": prev})
+		if err != nil {
+			return nil, err
+		}
+		if m == nil || m.rec.Subject != subject || m.rec.Seq != prev {
+			recs, _, err := l.loadForward(ctx, subject, after+1, nil)
+			return recs, err
+		}
+		chain = append(chain, m.rec)
+		cur = m
+	}
+	slices.Reverse(chain)
+	return chain, nil
+}
+
 // denseSpan is how far apart (in stream sequences) a subject's first and last events may be for Load to read
 // forward between them: about one message block, so the walk touches one or two blocks. (A variable for tests.)
 var denseSpan uint64 = 16 << 10

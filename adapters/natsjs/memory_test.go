@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/anchorage-pin/anchorage/adapters/natsjs"
 	"github.com/anchorage-pin/anchorage/adapters/natsjs/natstest"
@@ -44,6 +45,12 @@ func (d *directGets) reset() {
 	d.mu.Lock()
 	d.reqs = nil
 	d.mu.Unlock()
+}
+
+func (d *directGets) count() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.reqs)
 }
 
 // forwardSearches are the requests that make the server search forward by subject from inside the log (or
@@ -132,6 +139,71 @@ func TestLoadSparseSubjectFollowsTheChain(t *testing.T) {
 	require.Empty(t, recs)
 	require.Zero(t, got)
 	require.Empty(t, gets.forwardSearches())
+}
+
+// TestLoadAfterReadsOnlyTheNewEvents: LoadLast returns a subject's last event; LoadAfter returns a sparse subject's events after a sequence, reading one
+// event per new event (the last from the index, then back along the chain to the sequence), however many came
+// before; where the chain breaks it reads forward from the sequence and still returns exactly those events.
+func TestLoadAfterReadsOnlyTheNewEvents(t *testing.T) {
+	ctx := t.Context()
+	s, l := natstest.Log(t)
+	gets := watchDirectGets(t, s)
+
+	var seqs []uint64
+	var last uint64
+	for i := range 6 {
+		got, err := l.Append(ctx, nodeMsg(t, "n1", last, int64(i)))
+		require.NoError(t, err)
+		last = got[0]
+		seqs = append(seqs, last)
+		filler(t, l, 30)
+	}
+	subject := events.NodeSubject("n1")
+	for _, after := range []uint64{0, seqs[0] - 1, seqs[0], seqs[2], seqs[3] + 5, seqs[4], seqs[5], seqs[5] + 100} {
+		var want []uint64
+		for _, q := range seqs {
+			if q > after {
+				want = append(want, q)
+			}
+		}
+		gets.reset()
+		recs, err := l.LoadAfter(ctx, subject, after)
+		require.NoError(t, err)
+		require.Equal(t, want, append([]uint64(nil), seqsOf(recs)...), "after %d", after)
+		require.Empty(t, gets.forwardSearches(), "after %d: searched forward", after)
+		// The last event, then one get per further new event (the watcher sees the requests asynchronously).
+		n := max(1, len(want))
+		require.Eventually(t, func() bool { return gets.count() >= n }, 5*time.Second, time.Millisecond, "after %d", after)
+		time.Sleep(20 * time.Millisecond)
+		require.Equal(t, n, gets.count(), "after %d: direct gets", after)
+	}
+	recs, err := l.LoadAfter(ctx, events.NodeSubject("nobody"), 0)
+	require.NoError(t, err)
+	require.Empty(t, recs)
+	rec, ok, err := l.LoadLast(ctx, subject)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, seqs[5], rec.Seq)
+	require.Equal(t, int64(5), rec.Event.(events.NodeRegistered).Capacity)
+	_, ok, err = l.LoadLast(ctx, events.NodeSubject("nobody"))
+	require.NoError(t, err)
+	require.False(t, ok)
+	_, err = l.LoadAfter(ctx, "nodes.*", 0)
+	require.Error(t, err)
+
+	// A chain broken by an event stored without the expected sequence: read forward, the same answer.
+	m := nodeMsg(t, "x", 0, 9)
+	m.Subject, m.NoExpect = subject, true
+	got, err := l.Append(ctx, m)
+	require.NoError(t, err)
+	seqs = append(seqs, got[0])
+	filler(t, l, 30)
+	got, err = l.Append(ctx, nodeMsg(t, "n1", got[0], 10))
+	require.NoError(t, err)
+	seqs = append(seqs, got[0])
+	recs, err = l.LoadAfter(ctx, subject, seqs[3])
+	require.NoError(t, err)
+	require.Equal(t, seqs[4:], seqsOf(recs))
 }
 
 // TestLoadChainBreaksFallBackToReadingForward: events stored without an expected sequence for their own subject
