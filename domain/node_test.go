@@ -1,11 +1,13 @@
 package domain_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/anchorage-pin/anchorage/domain"
 	"github.com/anchorage-pin/anchorage/events"
@@ -277,4 +279,64 @@ func TestNodeOperations(t *testing.T) {
 			}
 		})
 	}
+}
+
+// lastLog is a fakeLog that can read a subject's last event alone (domain.LastLoader), as the JetStream one can.
+type lastLog struct {
+	*fakeLog
+	lastLoads int
+}
+
+func (l *lastLog) LoadLast(ctx context.Context, subject string) (events.Record, bool, error) {
+	recs, _, err := l.fakeLog.Load(ctx, subject)
+	l.mu.Lock()
+	l.loads-- // not a Load of the history
+	l.lastLoads++
+	l.mu.Unlock()
+	if err != nil || len(recs) == 0 {
+		return events.Record{}, false, err
+	}
+	return recs[len(recs)-1], true, nil
+}
+
+// A node registering again with what it registered last (its start, nearly every time) reads only the last event
+// of its subject and decides nothing; any other case reads the history and decides as before.
+func TestRegisterNodeAgainReadsOnlyTheLastEvent(t *testing.T) {
+	ctx := context.Background()
+	s, fl := newService()
+	l := &lastLog{fakeLog: fl}
+	s.Log = l
+	m := domain.Meta{Actor: "system:node:" + nodeID}
+	first, err := s.RegisterNode(ctx, m, nodeID, peerB, []string{addrTCP, addrQUIC}, 1000)
+	require.NoError(t, err)
+	require.Equal(t, 1, l.appendCalls)
+
+	// The same registration, addresses in another order: one last-event read, no history, nothing appended.
+	loads := l.loads
+	again, err := s.RegisterNode(ctx, m, nodeID, peerB, []string{addrQUIC, addrTCP}, 1000)
+	require.NoError(t, err)
+	require.Equal(t, first.Seq, again.Seq)
+	require.Equal(t, loads, l.loads, "the history was read")
+	require.Equal(t, 1, l.appendCalls)
+
+	// A changed address: decided from the history, appended.
+	_, err = s.RegisterNode(ctx, m, nodeID, peerB, []string{addrTCP, addrDNS}, 1000)
+	require.NoError(t, err)
+	require.Equal(t, 2, l.appendCalls)
+	require.Greater(t, l.loads, loads)
+
+	// After a cordon the last event is not a registration: the history decides (nothing to register), and the
+	// cordon stays.
+	_, err = s.OperateNode(ctx, m, nodeID, domain.NodeCordon, "disk latency")
+	require.NoError(t, err)
+	loads = l.loads
+	_, err = s.RegisterNode(ctx, m, nodeID, peerB, []string{addrDNS, addrTCP}, 1000)
+	require.NoError(t, err)
+	require.Equal(t, 3, l.appendCalls)
+	require.Greater(t, l.loads, loads)
+
+	// An invalid registration is refused as before, whatever the last event.
+	_, err = s.RegisterNode(ctx, m, nodeID, peerB, []string{"/ip4/198.51.100.21/tcp/4001"}, 1000)
+	require.Error(t, err)
+	require.Equal(t, 3, l.appendCalls)
 }

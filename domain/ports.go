@@ -18,6 +18,12 @@ type EventLog interface {
 	Append(ctx context.Context, msgs ...Message) ([]uint64, error)
 }
 
+// LastLoader is an EventLog that can read a subject's last event alone. Commands that are most often no-ops given
+// that event (a node registering again with what it registered last) check it before loading the whole subject.
+type LastLoader interface {
+	LoadLast(ctx context.Context, subject string) (rec events.Record, ok bool, err error)
+}
+
 // OrderedAppender is an EventLog that can build messages and send them under a per-key lock, so that messages
 // built under the same key are stored in the order their builds ran. Pin creation times rely on it: read from
 // the per-org clock inside build, they grow with stream order, so the projector keeps them exactly as the 202
