@@ -236,6 +236,7 @@ func (n *node) timeline(start time.Time) func() {
 	var lines []string
 	go func() {
 		defer close(done)
+		var lastSum, lastCalls float64
 		t := time.NewTicker(500 * time.Millisecond)
 		defer t.Stop()
 		for {
@@ -244,10 +245,15 @@ func (n *node) timeline(start time.Time) func() {
 				return
 			case <-t.C:
 			}
-			placed, _ := n.gauge("anchorage_scheduler_placements_total")
-			worker, _ := n.gaugePrefix("anchorage_worker_pins_total")
+			m, _ := n.metrics("anchorage_scheduler_placements_total", "anchorage_worker_pins_total", "anchorage_worker_pins_in_flight", "anchorage_worker_pin_seconds_sum", "anchorage_worker_pin_seconds_count")
+			placed, worker, inflight, sum, calls := m[0], m[1], m[2], m[3], m[4]
 			pinned, _ := n.count("status=pinned")
-			lines = append(lines, fmt.Sprintf("  t=%5.1fs placed=%5.0f worker-pinned=%5.0f api-pinned=%5d", time.Since(start).Seconds(), placed, worker, pinned))
+			mean := 0.0
+			if calls > lastCalls {
+				mean = 1000 * (sum - lastSum) / (calls - lastCalls)
+			}
+			lastSum, lastCalls = sum, calls
+			lines = append(lines, fmt.Sprintf("  t=%5.1fs placed=%5.0f worker-pinned=%5.0f api-pinned=%5d in-flight=%3.0f pin/add mean %5.1f ms", time.Since(start).Seconds(), placed, worker, pinned, inflight, mean))
 		}
 	}()
 	return func() {
@@ -255,6 +261,36 @@ func (n *node) timeline(start time.Time) func() {
 		<-done
 		fmt.Println(strings.Join(lines, "\n"))
 	}
+}
+
+// metrics reads the first sample of each named series (whatever its labels; 0 when absent) from one fetch of
+// /metrics, uncompressed: the timeline's sampling should cost the node being measured as little as it can.
+func (n *node) metrics(names ...string) ([]float64, error) {
+	req, err := http.NewRequest("GET", n.endpoint+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept-Encoding", "identity")
+	resp, err := n.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer closeBody(resp)
+	b, _ := io.ReadAll(resp.Body)
+	vals := make([]float64, len(names))
+	found := make([]bool, len(names))
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		for i, name := range names {
+			if !found[i] && strings.HasPrefix(line, name) && len(line) > len(name) && (line[len(name)] == ' ' || line[len(name)] == '{') {
+				found[i] = true
+				_, _ = fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &vals[i])
+			}
+		}
+	}
+	return vals, nil
 }
 
 // gaugePrefix reads the first sample of a series, whatever its labels.
