@@ -222,7 +222,7 @@ func build(ctx context.Context, log *slog.Logger, goPath, dir, bin string) error
 	}()
 	// Like the daemon, the build dies with this process (a test binary
 	// hitting its -timeout, say) instead of running on as an orphan.
-	setDeathSignal(cmd)
+	setProcAttr(cmd)
 	exited := make(chan error, 1)
 	if err = startLocked(cmd, func(err error) { exited <- err }); err == nil {
 		err = <-exited

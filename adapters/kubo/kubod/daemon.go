@@ -187,7 +187,7 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 	d.cmd.Stdout = d.out
 	d.cmd.Stderr = d.out
 	d.cmd.WaitDelay = 5 * time.Second
-	setDeathSignal(d.cmd)
+	setProcAttr(d.cmd)
 	d.out.log = log
 
 	// An api file left by a crashed daemon, or owned by another daemon

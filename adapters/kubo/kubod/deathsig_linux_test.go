@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"runtime"
 	"strconv"
 	"strings"
@@ -131,4 +132,76 @@ func isZombie(pid int) bool {
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	return i >= 0 && i+2 < len(s) && s[i+2] == 'Z'
+}
+
+const groupHelperEnv = "KUBOD_TEST_GROUP_REPO"
+
+// TestDaemonKeepsOutOfTheParentsProcessGroup: a terminal's Ctrl-C signals the
+// whole foreground process group. It must reach only the process that started
+// the daemon (which stops its workers first, then the daemon), not the daemon
+// too. A helper that ignores SIGINT starts a daemon in a process group of the
+// helper's own; SIGINT to that group leaves the daemon running.
+func TestDaemonKeepsOutOfTheParentsProcessGroup(t *testing.T) {
+	if repo := os.Getenv(groupHelperEnv); repo != "" {
+		groupHelper(repo)
+		return
+	}
+	bin := kubotest.Binary(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestDaemonKeepsOutOfTheParentsProcessGroup$")
+	cmd.Env = append(os.Environ(), groupHelperEnv+"="+t.TempDir(), kubod.EnvBinary+"="+bin)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // the helper leads a group, as a shell's job does
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	sc := bufio.NewScanner(stdout)
+	pid := 0
+	for sc.Scan() {
+		if s, ok := strings.CutPrefix(sc.Text(), "DAEMON-PID "); ok {
+			pid, _ = strconv.Atoi(s)
+			break
+		}
+	}
+	if pid == 0 {
+		t.Fatal("helper did not report a daemon PID")
+	}
+	if pgid, err := syscall.Getpgid(pid); err != nil || pgid == cmd.Process.Pid {
+		t.Fatalf("daemon %d is in its parent's process group (%d, %v)", pid, pgid, err)
+	}
+	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if !sc.Scan() || sc.Text() != "ALIVE" {
+		t.Fatalf("helper: the daemon stopped on its parent's group interrupt (got %q)", sc.Text())
+	}
+}
+
+func groupHelper(repo string) {
+	signal.Ignore(syscall.SIGINT)
+	bin, err := kubod.EnsureBinary(context.Background(), kubod.BuildOptions{})
+	if err != nil {
+		fmt.Println("ERR", err)
+		os.Exit(1)
+	}
+	d, err := kubod.Start(context.Background(), kubod.Options{Binary: bin, RepoDir: repo, Logger: quiet})
+	if err != nil {
+		fmt.Println("ERR", err)
+		os.Exit(1)
+	}
+	fmt.Printf("DAEMON-PID %d\n", d.PID())
+	select {
+	case <-d.Done():
+		fmt.Println("DIED")
+	case <-time.After(3 * time.Second):
+		fmt.Println("ALIVE")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_ = d.Stop(ctx)
+	time.Sleep(time.Hour) // until killed
 }
