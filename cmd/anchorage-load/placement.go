@@ -245,7 +245,11 @@ func (n *node) timeline(start time.Time) func() {
 				return
 			case <-t.C:
 			}
-			m, _ := n.metrics("anchorage_scheduler_placements_total", "anchorage_worker_pins_total", "anchorage_worker_pins_in_flight", "anchorage_worker_pin_seconds_sum", "anchorage_worker_pin_seconds_count")
+			m, err := n.metrics("anchorage_scheduler_placements_total", "anchorage_worker_pins_total", "anchorage_worker_pins_in_flight", "anchorage_worker_pin_seconds_sum", "anchorage_worker_pin_seconds_count")
+			if err != nil {
+				lines = append(lines, fmt.Sprintf("  t=%5.1fs no metrics: %v", time.Since(start).Seconds(), err))
+				continue
+			}
 			placed, worker, inflight, sum, calls := m[0], m[1], m[2], m[3], m[4]
 			pinned, _ := n.count("status=pinned")
 			mean := 0.0
