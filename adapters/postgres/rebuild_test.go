@@ -288,3 +288,55 @@ ORDER BY 1`)
 	require.NotEmpty(t, out)
 	return out
 }
+
+// The swap moves the replaced tables out instead of dropping them in its transaction (whose commit would unlink
+// their files while it holds the locks the API's reads wait on), and drops them after it: nothing of them is left.
+// A table something else depends on (a view) still fails the rebuild before anything is replaced, and the tables
+// a rebuild stopped after its swap left behind are dropped by the next one.
+func TestRebuildDropsTheReplacedTablesAfterTheSwap(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	lf := newLogFixture(t)
+	lf.history(t, 12)
+	lf.waitProjected(t)
+	count := func(q string) int {
+		var n int
+		require.NoError(t, lf.owner.QueryRow(ctx, q).Scan(&n))
+		return n
+	}
+	pins := count("SELECT count(*) FROM pins")
+	oldOID := count("SELECT 'public.pins'::regclass::oid::int")
+
+	st, err := postgres.Rebuild(ctx, lf.db.OwnerDSN, "anchorage_api", lf.log, postgres.RebuildOptions{})
+	require.NoError(t, err)
+	require.Positive(t, st.Swap)
+	require.Positive(t, st.Drop)
+	require.Equal(t, pins, count("SELECT count(*) FROM pins"))
+	require.NotEqual(t, oldOID, count("SELECT 'public.pins'::regclass::oid::int"), "pins was replaced")
+	require.Zero(t, count("SELECT count(*) FROM pg_class WHERE oid = "+fmt.Sprint(oldOID)), "the replaced pins table is dropped")
+	require.Zero(t, count("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'anchorage_rebuild%'"))
+
+	// A view on a live table: the rebuild fails as a DROP of it would, and the live table stays.
+	_, err = lf.owner.Exec(ctx, "CREATE VIEW pin_cids AS SELECT cid FROM pins")
+	require.NoError(t, err)
+	live := count("SELECT 'public.pins'::regclass::oid::int")
+	_, err = postgres.Rebuild(ctx, lf.db.OwnerDSN, "anchorage_api", lf.log, postgres.RebuildOptions{})
+	require.ErrorContains(t, err, "depend")
+	require.Equal(t, live, count("SELECT 'public.pins'::regclass::oid::int"))
+	require.Equal(t, pins, count("SELECT count(*) FROM pin_cids"))
+	require.Zero(t, count("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'anchorage_rebuild%'"))
+	_, err = lf.owner.Exec(ctx, "DROP VIEW pin_cids")
+	require.NoError(t, err)
+
+	// Tables left in the retired schema by a rebuild stopped after its swap: the next rebuild drops them.
+	for _, q := range []string{"CREATE SCHEMA anchorage_rebuild_retired", "CREATE TABLE anchorage_rebuild_retired.pins (x int)"} {
+		_, err = lf.owner.Exec(ctx, q)
+		require.NoError(t, err)
+	}
+	_, err = postgres.Rebuild(ctx, lf.db.OwnerDSN, "anchorage_api", lf.log, postgres.RebuildOptions{})
+	require.NoError(t, err)
+	require.Zero(t, count("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'anchorage_rebuild%'"))
+	rep, err := postgres.Verify(ctx, lf.db.OwnerDSN, lf.log, postgres.RebuildOptions{})
+	require.NoError(t, err)
+	require.Empty(t, rep.Differences)
+}

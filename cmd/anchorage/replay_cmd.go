@@ -39,9 +39,10 @@ func replayCmd(e env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(e.stdout, "rebuilt %s from %d events (up to event %d) in %s: replay %s, indexes and pin_meta %s, swap %s\n",
+			fmt.Fprintf(e.stdout, "rebuilt %s from %d events (up to event %d) in %s: replay %s, indexes and pin_meta %s, swap %s, old tables dropped %s\n",
 				strings.Join(st.Replaced, ", "), st.Events, st.Head, st.Total.Round(time.Millisecond),
-				st.Replay.Round(time.Millisecond), st.Indexes.Round(time.Millisecond), st.Swap.Round(time.Millisecond))
+				st.Replay.Round(time.Millisecond), st.Indexes.Round(time.Millisecond), st.Swap.Round(time.Millisecond),
+				st.Drop.Round(time.Millisecond))
 			return nil
 		}),
 	}
