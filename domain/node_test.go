@@ -317,6 +317,7 @@ func TestRegisterNodeAgainReadsOnlyTheLastEvent(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, first.Seq, again.Seq)
 	require.Equal(t, loads, l.loads, "the history was read")
+	require.Equal(t, 2, l.lastLoads)
 	require.Equal(t, 1, l.appendCalls)
 
 	// A changed address: decided from the history, appended.

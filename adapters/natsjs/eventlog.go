@@ -396,15 +396,23 @@ func (l *EventLog) publishBatch(ctx context.Context, msgs []domain.Message) ([]u
 // that the server answers from its per-subject index (first and last message of a subject) or by sequence, so
 // the cost follows the subject's events, not the stretch of log between them (see loadLiteral).
 func (l *EventLog) Load(ctx context.Context, subject string) ([]events.Record, uint64, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-	}
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
 	if strings.ContainsAny(subject, "*>") {
 		return l.loadForward(ctx, subject, 1, nil)
 	}
 	return l.loadLiteral(ctx, subject)
+}
+
+// requestTimeout bounds a request to the server made under a context without a deadline.
+const requestTimeout = 10 * time.Second
+
+// withDefaultTimeout is ctx, bounded by requestTimeout unless it has a deadline already.
+func withDefaultTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, requestTimeout)
 }
 
 // LoadLast returns the last event on a literal subject, read from the subject index (ok false: none).
@@ -412,11 +420,8 @@ func (l *EventLog) LoadLast(ctx context.Context, subject string) (events.Record,
 	if strings.ContainsAny(subject, "*>") {
 		return events.Record{}, false, fmt.Errorf("load %s: LoadLast takes a literal subject", subject)
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-	}
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
 	m, err := l.directGet(ctx, map[string]any{"last_by_subj": subject})
 	if err != nil || m == nil {
 		return events.Record{}, false, err
@@ -433,11 +438,8 @@ func (l *EventLog) LoadAfter(ctx context.Context, subject string, after uint64) 
 	if strings.ContainsAny(subject, "*>") {
 		return nil, fmt.Errorf("load %s: LoadAfter takes a literal subject", subject)
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-	}
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
 	last, err := l.directGet(ctx, map[string]any{"last_by_subj": subject})
 	if err != nil || last == nil || last.rec.Seq <= after {
 		return nil, err
@@ -574,11 +576,8 @@ func (l *EventLog) directBatch(ctx context.Context, subject string, from uint64,
 	if err := l.nc.PublishRequest("$JS.API.DIRECT.GET."+events.StreamName, inbox, req); err != nil {
 		return nil, false, err
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-	}
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
 	var out []events.Record
 	for {
 		msg, err := sub.NextMsgWithContext(ctx)
