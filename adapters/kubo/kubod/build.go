@@ -221,8 +221,10 @@ func build(ctx context.Context, log *slog.Logger, goPath, dir, bin string) error
 		}
 	}()
 	// Like the daemon, the build dies with this process (a test binary
-	// hitting its -timeout, say) instead of running on as an orphan.
-	setProcAttr(cmd)
+	// hitting its -timeout, say) instead of running on as an orphan. Unlike
+	// the daemon it stays in this process's group: a terminal's Ctrl-C stops
+	// go build and the compilers it runs at once.
+	setDeathSignal(cmd)
 	exited := make(chan error, 1)
 	if err = startLocked(cmd, func(err error) { exited <- err }); err == nil {
 		err = <-exited
