@@ -142,21 +142,29 @@ func (w *Worker) stateEntries(yield func(snapEntry) bool) {
 
 // writeSnapshot writes a snapshot of h.entries entries.
 func writeSnapshot(out io.Writer, h snapHeader, entries func(yield func(snapEntry) bool)) error {
+	return writeSnapshotAs(out, snapMagic, h, entries)
+}
+
+// writeSnapshotAs is writeSnapshot in the version magic names: snapMagicV1 has no term fence (written by tests,
+// as an older anchorage wrote it).
+func writeSnapshotAs(out io.Writer, magic string, h snapHeader, entries func(yield func(snapEntry) bool)) error {
 	sum := sha256.New()
 	bw := bufio.NewWriterSize(io.MultiWriter(out, sum), 1<<16)
 	e := &snapEncoder{w: bw}
-	e.raw([]byte(snapMagic))
+	e.raw([]byte(magic))
 	e.str(h.node)
 	e.str(h.logID)
 	e.uint(h.seq)
 	e.str(h.seqID)
 	e.uint(h.entries)
-	e.uint(uint64(h.terms.read + 1))
-	e.uint(h.terms.seq)
-	e.uint(uint64(len(h.terms.starts)))
-	for _, t := range h.terms.starts {
-		e.uint(t.seq)
-		e.uint(t.term)
+	if magic != snapMagicV1 {
+		e.uint(uint64(h.terms.read + 1))
+		e.uint(h.terms.seq)
+		e.uint(uint64(len(h.terms.starts)))
+		for _, t := range h.terms.starts {
+			e.uint(t.seq)
+			e.uint(t.term)
+		}
 	}
 	n := uint64(0)
 	for en := range entries {

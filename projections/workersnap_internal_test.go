@@ -1,13 +1,10 @@
 package projections
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -391,20 +388,9 @@ func TestWorkerSnapshotKeepsTheTermFence(t *testing.T) {
 	var buf bytes.Buffer
 	w.mu.Lock()
 	h1 := snapHeader{node: "n1", logID: "log-1", seq: uint64(len(log.recs)), seqID: log.recs[len(log.recs)-1].ID, entries: uint64(len(w.state))}
-	sum := sha256.New()
-	bw := bufio.NewWriter(io.MultiWriter(&buf, sum))
-	e := &snapEncoder{w: bw}
-	e.raw([]byte(snapMagicV1))
-	e.str(h1.node)
-	e.str(h1.logID)
-	e.uint(h1.seq)
-	e.str(h1.seqID)
-	e.uint(h1.entries)
-	w.stateEntries(func(en snapEntry) bool { e.entry(en); return true })
+	err := writeSnapshotAs(&buf, snapMagicV1, h1, w.stateEntries)
 	w.mu.Unlock()
-	require.NoError(t, e.err)
-	require.NoError(t, bw.Flush())
-	buf.Write(sum.Sum(nil))
+	require.NoError(t, err)
 	snaps.Files["n1"] = buf.Bytes()
 	loads, lps, saved := log.loads, log.lastPerSubject, snaps.Saved()
 	w = start()

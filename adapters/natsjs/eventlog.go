@@ -444,29 +444,12 @@ func (l *EventLog) LoadAfter(ctx context.Context, subject string, after uint64) 
 	if err != nil || last == nil || last.rec.Seq <= after {
 		return nil, err
 	}
-	chain := []events.Record{last.rec}
-	for cur := last; ; {
-		prev, ok := cur.prev()
-		if !ok {
-			recs, _, err := l.loadForward(ctx, subject, after+1, nil)
-			return recs, err
-		}
-		if prev <= after {
-			break
-		}
-		m, err := l.directGet(ctx, map[string]any{"seq": prev})
-		if err != nil {
-			return nil, err
-		}
-		if m == nil || m.rec.Subject != subject || m.rec.Seq != prev {
-			recs, _, err := l.loadForward(ctx, subject, after+1, nil)
-			return recs, err
-		}
-		chain = append(chain, m.rec)
-		cur = m
+	recs, _, ok, err := l.chainBack(ctx, subject, last, after)
+	if err != nil || ok {
+		return recs, err
 	}
-	slices.Reverse(chain)
-	return chain, nil
+	recs, _, err = l.loadForward(ctx, subject, after+1, nil)
+	return recs, err
 }
 
 // denseSpan is how far apart (in stream sequences) a subject's first and last events may be for Load to read
@@ -515,32 +498,38 @@ func (l *EventLog) loadLiteral(ctx context.Context, subject string) ([]events.Re
 // loadChain follows the expected-last-sequence headers from last back to first. ok is false when the chain
 // breaks (an event without the header), and the caller reads forward instead.
 func (l *EventLog) loadChain(ctx context.Context, subject string, first, last *directMsg) ([]events.Record, bool, error) {
+	chain, stop, ok, err := l.chainBack(ctx, subject, last, first.rec.Seq)
+	if err != nil || !ok || stop != first.rec.Seq {
+		return nil, false, err
+	}
+	return append([]events.Record{first.rec}, chain...), true, nil
+}
+
+// chainBack follows the expected-last-sequence headers back from last and returns, in order, the subject's
+// events from last down to the first one above floor, and the predecessor where the walk stopped (at or below
+// floor). ok is false when the chain breaks: an event stored without the header, or a sequence that is not the
+// subject's.
+func (l *EventLog) chainBack(ctx context.Context, subject string, last *directMsg, floor uint64) (_ []events.Record, stop uint64, ok bool, _ error) {
 	chain := []events.Record{last.rec}
-	cur := last
-	for {
+	for cur := last; ; {
 		prev, ok := cur.prev()
-		if !ok || prev < first.rec.Seq {
-			return nil, false, nil
+		if !ok {
+			return nil, 0, false, nil
 		}
-		if prev == first.rec.Seq {
-			break
+		if prev <= floor {
+			slices.Reverse(chain)
+			return chain, prev, true, nil
 		}
 		m, err := l.directGet(ctx, map[string]any{"seq": prev})
 		if err != nil {
-			return nil, false, err
+			return nil, 0, false, err
 		}
 		if m == nil || m.rec.Subject != subject || m.rec.Seq != prev {
-			return nil, false, nil
+			return nil, 0, false, nil
 		}
 		chain = append(chain, m.rec)
 		cur = m
 	}
-	recs := make([]events.Record, 0, len(chain)+1)
-	recs = append(recs, first.rec)
-	for i := len(chain) - 1; i >= 0; i-- {
-		recs = append(recs, chain[i])
-	}
-	return recs, true, nil
 }
 
 // loadForward reads the events on subject with Seq >= from in batches of next_by_subj direct gets, after recs.

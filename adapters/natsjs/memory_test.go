@@ -95,6 +95,22 @@ func seqsOf(recs []events.Record) []uint64 {
 	return out
 }
 
+// sparseRegistrations appends n registrations of node (capacity 0, 1, …), each chained to the one before and
+// followed by 30 events of other subjects, and returns their sequences.
+func sparseRegistrations(t *testing.T, l *natsjs.EventLog, node string, n int) []uint64 {
+	t.Helper()
+	var seqs []uint64
+	var last uint64
+	for i := range n {
+		got, err := l.Append(t.Context(), nodeMsg(t, node, last, int64(i)))
+		require.NoError(t, err)
+		last = got[0]
+		seqs = append(seqs, last)
+		filler(t, l, 30)
+	}
+	return seqs
+}
+
 // TestLoadSparseSubjectFollowsTheChain: a subject whose events lie far apart (a node registering at each
 // restart, with millions of events between) is loaded without asking the server to search forward between
 // them, which made it load and index every message block in between (seconds and ~200 MB at 3M events).
@@ -104,15 +120,8 @@ func TestLoadSparseSubjectFollowsTheChain(t *testing.T) {
 	s, l := natstest.Log(t)
 	gets := watchDirectGets(t, s)
 
-	var want []uint64
-	var last uint64
-	for i := range 4 {
-		seqs, err := l.Append(ctx, nodeMsg(t, "n1", last, int64(i)))
-		require.NoError(t, err)
-		last = seqs[0]
-		want = append(want, last)
-		filler(t, l, 30)
-	}
+	want := sparseRegistrations(t, l, "n1", 4)
+	last := want[len(want)-1]
 	// Events appended since: none on the node's subject.
 	filler(t, l, 5)
 
@@ -141,23 +150,16 @@ func TestLoadSparseSubjectFollowsTheChain(t *testing.T) {
 	require.Empty(t, gets.forwardSearches())
 }
 
-// TestLoadAfterReadsOnlyTheNewEvents: LoadLast returns a subject's last event; LoadAfter returns a sparse subject's events after a sequence, reading one
-// event per new event (the last from the index, then back along the chain to the sequence), however many came
-// before; where the chain breaks it reads forward from the sequence and still returns exactly those events.
+// TestLoadAfterReadsOnlyTheNewEvents: LoadLast returns a subject's last event; LoadAfter returns a sparse
+// subject's events after a sequence, reading one event per new event (the last from the index, then back along
+// the chain to the sequence), however many came before; where the chain breaks it reads forward from the
+// sequence and still returns exactly those events.
 func TestLoadAfterReadsOnlyTheNewEvents(t *testing.T) {
 	ctx := t.Context()
 	s, l := natstest.Log(t)
 	gets := watchDirectGets(t, s)
 
-	var seqs []uint64
-	var last uint64
-	for i := range 6 {
-		got, err := l.Append(ctx, nodeMsg(t, "n1", last, int64(i)))
-		require.NoError(t, err)
-		last = got[0]
-		seqs = append(seqs, last)
-		filler(t, l, 30)
-	}
+	seqs := sparseRegistrations(t, l, "n1", 6)
 	subject := events.NodeSubject("n1")
 	for _, after := range []uint64{0, seqs[0] - 1, seqs[0], seqs[2], seqs[3] + 5, seqs[4], seqs[5], seqs[5] + 100} {
 		var want []uint64

@@ -200,16 +200,11 @@ func (sh *shadow) close() {
 // swap).
 func (sh *shadow) retired() string { return sh.schema + "_retired" }
 
-// dropRetired drops the tables the swap replaced, and their schema.
+// dropRetired drops the tables the swap replaced, with their schema. Nothing else depends on them: the swap
+// checked that each could be dropped.
 func (sh *shadow) dropRetired(ctx context.Context) error {
-	r := pgx.Identifier{sh.retired()}.Sanitize()
-	for _, t := range sh.tables() {
-		if _, err := sh.owner.Exec(ctx, "DROP TABLE IF EXISTS "+r+"."+t); err != nil {
-			return fmt.Errorf("postgres: drop the replaced %s: %w", t, err)
-		}
-	}
-	if _, err := sh.owner.Exec(ctx, "DROP SCHEMA IF EXISTS "+r); err != nil {
-		return fmt.Errorf("postgres: drop schema %s: %w", sh.retired(), err)
+	if _, err := sh.owner.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{sh.retired()}.Sanitize()+" CASCADE"); err != nil {
+		return fmt.Errorf("postgres: drop the replaced tables: %w", err)
 	}
 	return nil
 }

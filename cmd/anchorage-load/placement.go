@@ -82,7 +82,7 @@ func (n *node) placementBench(count, workers int) error {
 	var durable time.Duration
 	for {
 		if tail && durable == 0 {
-			if v, _ := n.gaugePrefix("anchorage_worker_pins_total"); v >= float64(count) {
+			if m, err := n.metrics("anchorage_worker_pins_total"); err == nil && m[0] >= float64(count) {
 				durable = time.Since(start)
 			}
 		}
@@ -295,24 +295,6 @@ func (n *node) metrics(names ...string) ([]float64, error) {
 		}
 	}
 	return vals, nil
-}
-
-// gaugePrefix reads the first sample of a series, whatever its labels.
-func (n *node) gaugePrefix(name string) (float64, error) {
-	resp, err := n.client.Get(n.endpoint + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer closeBody(resp)
-	b, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, name) && !strings.HasPrefix(line, "#") {
-			var v float64
-			_, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
-			return v, err
-		}
-	}
-	return 0, fmt.Errorf("%s not in /metrics", name)
 }
 
 // contentionBench (ANCHORAGE_LOAD_CONTENTION=1, a diagnostic) pins count fresh blocks with Kubo alone (32 in

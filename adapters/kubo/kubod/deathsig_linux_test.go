@@ -40,30 +40,7 @@ func TestDaemonDiesWithParent(t *testing.T) {
 		orphanHelper(repo)
 		return
 	}
-	bin := kubotest.Binary(t)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestDaemonDiesWithParent$")
-	cmd.Env = append(os.Environ(), helperEnv+"="+t.TempDir(), kubod.EnvBinary+"="+bin)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-
-	pid := 0
-	sc := bufio.NewScanner(stdout)
-	for sc.Scan() {
-		if s, ok := strings.CutPrefix(sc.Text(), "DAEMON-PID "); ok {
-			pid, _ = strconv.Atoi(s)
-			break
-		}
-	}
-	if pid == 0 {
-		t.Fatal("helper did not report a daemon PID")
-	}
+	cmd, sc, pid := startHelper(t, "TestDaemonDiesWithParent", helperEnv, nil)
 	if !sc.Scan() || sc.Text() != "CHURNED" {
 		t.Fatalf("helper: daemon did not survive thread churn (got %q)", sc.Text())
 	}
@@ -86,6 +63,36 @@ func TestDaemonDiesWithParent(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// startHelper re-runs this test binary as the helper of test (env names its repo dir, attr its process
+// attributes), killed at the end of the test, and returns it, its output past the daemon's PID, and that PID.
+func startHelper(t *testing.T, test, env string, attr *syscall.SysProcAttr) (*exec.Cmd, *bufio.Scanner, int) {
+	t.Helper()
+	bin := kubotest.Binary(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$")
+	cmd.Env = append(os.Environ(), env+"="+t.TempDir(), kubod.EnvBinary+"="+bin)
+	cmd.SysProcAttr = attr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if s, ok := strings.CutPrefix(sc.Text(), "DAEMON-PID "); ok {
+			if pid, _ := strconv.Atoi(s); pid > 0 {
+				return cmd, sc, pid
+			}
+			break
+		}
+	}
+	t.Fatal("helper did not report a daemon PID")
+	return nil, nil, 0
 }
 
 func orphanHelper(repo string) {
@@ -146,30 +153,8 @@ func TestDaemonKeepsOutOfTheParentsProcessGroup(t *testing.T) {
 		groupHelper(repo)
 		return
 	}
-	bin := kubotest.Binary(t)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestDaemonKeepsOutOfTheParentsProcessGroup$")
-	cmd.Env = append(os.Environ(), groupHelperEnv+"="+t.TempDir(), kubod.EnvBinary+"="+bin)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // the helper leads a group, as a shell's job does
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	sc := bufio.NewScanner(stdout)
-	pid := 0
-	for sc.Scan() {
-		if s, ok := strings.CutPrefix(sc.Text(), "DAEMON-PID "); ok {
-			pid, _ = strconv.Atoi(s)
-			break
-		}
-	}
-	if pid == 0 {
-		t.Fatal("helper did not report a daemon PID")
-	}
+	// The helper leads a process group, as a shell's job does.
+	cmd, sc, pid := startHelper(t, "TestDaemonKeepsOutOfTheParentsProcessGroup", groupHelperEnv, &syscall.SysProcAttr{Setpgid: true})
 	if pgid, err := syscall.Getpgid(pid); err != nil || pgid == cmd.Process.Pid {
 		t.Fatalf("daemon %d is in its parent's process group (%d, %v)", pid, pgid, err)
 	}
