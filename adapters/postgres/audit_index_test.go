@@ -2,7 +2,9 @@ package postgres_test
 
 import (
 	"context"
+	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/anchorage-pin/anchorage/adapters/postgres/internal/dbsqlc"
 	"github.com/stretchr/testify/require"
@@ -42,5 +44,54 @@ FROM generate_series(1, 40000) g`)
 		require.NoError(t, conn.QueryRow(ctx, "EXPLAIN (FORMAT JSON) EXECUTE "+q.name+"("+q.args+")").Scan(&plan))
 		require.Contains(t, plan, `"Index Name": "`+q.index+`"`, q.name)
 		require.Regexp(t, `"Index Cond": "[^"]*hashtextextended`, plan, "%s: the hash is an index condition", q.name)
+	}
+}
+
+// audit_first_seq bisects the primary key (migration 000009): on a log with gaps in its sequences and runs of
+// equal at_max it answers what a scan for the first row reaching t answers, for every t around every row, and
+// "none yet" on an empty trail and after the last row.
+func TestAuditFirstSeqBisects(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newAuditFixture(t)
+	first := func(at time.Time) int64 {
+		var seq int64
+		require.NoError(t, f.owner.QueryRow(ctx, "SELECT audit_first_seq($1)", at).Scan(&seq))
+		return seq
+	}
+	const none = int64(9223372036854775807)
+	base := time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
+	require.Equal(t, none, first(base), "empty trail")
+
+	rng := rand.New(rand.NewPCG(9, 9))
+	var seqs []int64
+	var ats []time.Time
+	seq, at := int64(1+rng.IntN(50)), base
+	for range 3000 {
+		seqs, ats = append(seqs, seq), append(ats, at)
+		seq += int64(1 + rng.IntN(4)*rng.IntN(2)) // mostly contiguous, now and then a gap
+		if rng.IntN(3) > 0 {
+			at = at.Add(time.Duration(1+rng.IntN(5)) * time.Millisecond) // else a run of equal at_max
+		}
+	}
+	_, err := f.owner.Exec(ctx, `
+INSERT INTO audit_events (seq, at, subject, type, version, actor, data, at_max)
+SELECT s, a, 'x', 'x', 1, 'x', '{}', a FROM unnest($1::bigint[], $2::timestamptz[]) AS r(s, a)`, seqs, ats)
+	require.NoError(t, err)
+
+	want := func(at time.Time) int64 {
+		for i, a := range ats {
+			if !a.Before(at) {
+				return seqs[i]
+			}
+		}
+		return none
+	}
+	probes := []time.Time{base.Add(-time.Hour), ats[len(ats)-1].Add(time.Microsecond), ats[len(ats)-1].Add(time.Hour)}
+	for i := 0; i < len(ats); i += 7 {
+		probes = append(probes, ats[i], ats[i].Add(-time.Microsecond), ats[i].Add(time.Microsecond))
+	}
+	for _, p := range probes {
+		require.Equal(t, want(p), first(p), "audit_first_seq(%s)", p.Format(time.RFC3339Nano))
 	}
 }
