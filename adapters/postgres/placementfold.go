@@ -24,9 +24,11 @@ type placementFold struct {
 	obsOrder []placementKey
 	touched  map[pinKey]bool
 	pinOrder []pinKey
-	// derived holds the pins inserted by this batch whose status was derived from the batch's own placements
-	// (derive), with the batch's first sequence: PinsRederive only re-derives them if they have an older one.
-	derived map[pinKey]uint64
+	// derived holds the pins inserted by this batch with the status derive gave them from the batch's own
+	// placements: PinsRederive skips them. A pin has no placement older than its request (the scheduler places
+	// what it has read from the log, fenced on the pin's own subject), so a pin requested in this batch has no
+	// placement from before it that the batch did not see.
+	derived map[pinKey]bool
 	byPin   map[pinKey][]placementKey // built by derive
 }
 
@@ -173,13 +175,14 @@ func (f *placementFold) apply(ctx context.Context, db dbsqlc.DBTX) error {
 			return err
 		}
 	}
-	if len(f.pinOrder) > 0 {
-		var rd dbsqlc.PinsRederiveParams
-		for _, k := range f.pinOrder {
+	var rd dbsqlc.PinsRederiveParams
+	for _, k := range f.pinOrder {
+		if !f.derived[k] {
 			rd.OrgIds = append(rd.OrgIds, k.org)
 			rd.RequestIds = append(rd.RequestIds, k.id)
-			rd.PlacedBefore = append(rd.PlacedBefore, int64(f.derived[k]))
 		}
+	}
+	if len(rd.OrgIds) > 0 {
 		return queries.PinsRederive(ctx, db, rd)
 	}
 	return nil
@@ -187,8 +190,8 @@ func (f *placementFold) apply(ctx context.Context, db dbsqlc.DBTX) error {
 
 // derive returns what PinsRederive would make of pin k from this batch's placements of it alone: its status,
 // info, placed node ("" for none) and replica count. ok is false when the pin has several live placements in
-// the batch (their order is the database's collation's, so PinsRederive decides). A pin that also has
-// placements from before the batch must still be re-derived: see derived.
+// the batch (their order is the database's collation's, so PinsRederive decides). It is asked only about pins
+// the batch itself requests, which have no other placements (see derived).
 func (f *placementFold) derive(k pinKey) (status int16, info []byte, node string, replicas int16, ok bool) {
 	if !f.touched[k] {
 		return int16(projections.StatusQueued), nil, "", 0, true

@@ -535,9 +535,9 @@ func (p *PinsProjector) apply(ctx context.Context, prev uint64, recs []events.Re
 				row.status, row.info, node, replicas = status, info, n, r
 				if pl.touched[row.key] {
 					if pl.derived == nil {
-						pl.derived = map[pinKey]uint64{}
+						pl.derived = map[pinKey]bool{}
 					}
-					pl.derived[row.key] = recs[0].Seq
+					pl.derived[row.key] = true
 				}
 			}
 			ins.PlacedNodes = append(ins.PlacedNodes, node)

@@ -55,14 +55,11 @@ WHERE p.org_id = g.org_id AND p.request_id = g.request_id;
 -- name: PinsRederive :exec
 -- Derives each touched pin's status, info and delegates from its placements, and moves the counts: pinned if any
 -- placement is pinned, else pinning if any is, else queued if any is (or none exists), else failed; info comes
--- from the placement that decides the status. A pin with placed_before > 0 was inserted by this batch with what
--- the batch's own placements give it: it is re-derived only if it also has a placement from before the batch
--- (placed_seq < placed_before), which the batch did not see.
+-- from the placement that decides the status. The pins a batch inserts with what its own placements give them
+-- are not passed (see placementFold.derived).
 WITH t AS (
     SELECT DISTINCT x.org_id, x.request_id
-    FROM (SELECT unnest(@org_ids::uuid[]) AS org_id, unnest(@request_ids::uuid[]) AS request_id, unnest(@placed_before::bigint[]) AS placed_before) x
-    WHERE x.placed_before = 0
-       OR EXISTS (SELECT 1 FROM placements p WHERE p.org_id = x.org_id AND p.request_id = x.request_id AND p.placed_seq < x.placed_before)
+    FROM (SELECT unnest(@org_ids::uuid[]) AS org_id, unnest(@request_ids::uuid[]) AS request_id) x
 ), d AS (
     SELECT t.org_id, t.request_id, coalesce(b.status, 0::smallint) AS status, b.info, n.nodes, coalesce(n.replicas, 0)::smallint AS replicas
     FROM t
