@@ -132,17 +132,34 @@ func TestVerifyAndRebuild(t *testing.T) {
 	require.Positive(t, rep.Checked["pins"])
 	require.Positive(t, rep.Checked["placements"])
 
-	// A damaged read model is found, and the row named.
+	// A damaged read model is found, and the rows named: a changed row is on both sides, a lost one only in
+	// the rebuild, an invented one only in the live table.
 	var victim string
 	require.NoError(t, lf.owner.QueryRow(ctx, "SELECT request_id::text FROM pins ORDER BY pos LIMIT 1").Scan(&victim))
 	_, err = lf.owner.Exec(ctx, "UPDATE pins SET name = 'tampered' WHERE request_id = $1", victim)
 	require.NoError(t, err)
+	var lost string
+	require.NoError(t, lf.owner.QueryRow(ctx, "DELETE FROM placements WHERE request_id = (SELECT request_id FROM placements ORDER BY placed_seq LIMIT 1) RETURNING request_id::text").Scan(&lost))
+	_, err = lf.owner.Exec(ctx, "CREATE TEMP TABLE n AS SELECT * FROM nodes LIMIT 1; UPDATE n SET node_id = 'invented'; INSERT INTO nodes SELECT * FROM n; DROP TABLE n")
+	require.NoError(t, err)
 	rep, err = postgres.Verify(ctx, lf.db.OwnerDSN, lf.log, postgres.RebuildOptions{})
 	require.NoError(t, err)
-	require.Len(t, rep.Differences, 1)
-	require.Equal(t, "pins", rep.Differences[0].Table)
-	require.EqualValues(t, 1, rep.Differences[0].OnlyLive)
-	require.Contains(t, rep.Differences[0].SampleLive[0], "tampered")
+	diffs := map[string]postgres.Difference{}
+	for _, d := range rep.Differences {
+		diffs[d.Table] = d
+	}
+	require.Len(t, diffs, 3, "%+v", rep.Differences)
+	require.EqualValues(t, 1, diffs["pins"].OnlyLive)
+	require.EqualValues(t, 1, diffs["pins"].OnlyRebuilt)
+	require.Contains(t, diffs["pins"].SampleLive[0], "tampered")
+	require.Contains(t, diffs["pins"].SampleRebult[0], victim)
+	require.NotContains(t, diffs["pins"].SampleRebult[0], "tampered")
+	require.EqualValues(t, 0, diffs["placements"].OnlyLive)
+	require.EqualValues(t, 1, diffs["placements"].OnlyRebuilt)
+	require.Contains(t, diffs["placements"].SampleRebult[0], lost)
+	require.EqualValues(t, 1, diffs["nodes"].OnlyLive)
+	require.EqualValues(t, 0, diffs["nodes"].OnlyRebuilt)
+	require.Contains(t, diffs["nodes"].SampleLive[0], "invented")
 
 	// A rebuild repairs it, while events keep arriving and the live projector keeps running.
 	var pinsBefore int
