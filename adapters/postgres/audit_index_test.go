@@ -48,8 +48,8 @@ FROM generate_series(1, 40000) g`)
 }
 
 // audit_first_seq bisects the primary key (migration 000009): on a log with gaps in its sequences and runs of
-// equal at_max it answers what a scan for the first row reaching t answers, for every t around every row, and
-// "none yet" on an empty trail and after the last row.
+// equal at_max it answers what a scan for the first row reaching t answers, at, just before and just after every
+// seventh row's at_max, and "none yet" on an empty trail and after the last row.
 func TestAuditFirstSeqBisects(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

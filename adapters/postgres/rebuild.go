@@ -859,10 +859,10 @@ func compareTable(ctx context.Context, tx pgx.Tx, t, schema, where string) (Diff
 	if err != nil {
 		return d, err
 	}
-	var cols []column
+	var cols []comparedColumn
 	keys := map[int]string{} // position in the primary key (from 1) → column
 	for rows.Next() {
-		var c column
+		var c comparedColumn
 		var key int
 		if err := rows.Scan(&c.name, &c.json, &key); err != nil {
 			rows.Close()
@@ -918,8 +918,8 @@ func compareTable(ctx context.Context, tx pgx.Tx, t, schema, where string) (Diff
 	return d, err
 }
 
-// column is one column of a compared table: its quoted name, and whether it is of type json.
-type column struct {
+// comparedColumn is one column of a compared table: its quoted name, and whether it is of type json.
+type comparedColumn struct {
 	name string
 	json bool
 }
