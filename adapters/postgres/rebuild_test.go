@@ -1,8 +1,10 @@
 package postgres_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -125,12 +127,21 @@ func TestVerifyAndRebuild(t *testing.T) {
 	require.Positive(t, tag.RowsAffected(), "the log's spelling differs from jsonb's")
 	require.NoError(t, su.Close(ctx))
 
-	// The live read models equal a rebuild from the log.
-	rep, err := postgres.Verify(ctx, lf.db.OwnerDSN, lf.log, postgres.RebuildOptions{})
+	// The live read models equal a rebuild from the log. Verify's copies get their keys, not the secondary
+	// indexes (they are compared on their keys and serve no query); a rebuild's get everything (below).
+	var verifyTasks, rebuildTasks bytes.Buffer
+	logTo := func(b *bytes.Buffer) *slog.Logger {
+		return slog.New(slog.NewJSONHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	rep, err := postgres.Verify(ctx, lf.db.OwnerDSN, lf.log, postgres.RebuildOptions{Logger: logTo(&verifyTasks)})
 	require.NoError(t, err)
 	require.Empty(t, rep.Differences)
 	require.Positive(t, rep.Checked["pins"])
 	require.Positive(t, rep.Checked["placements"])
+	require.Contains(t, verifyTasks.String(), `"task":"index audit_events_pkey"`)
+	require.Contains(t, verifyTasks.String(), `"task":"analyze pins"`)
+	require.NotContains(t, verifyTasks.String(), `"task":"index audit_events_org"`)
+	require.NotContains(t, verifyTasks.String(), `"task":"index pins_name_trgm"`)
 
 	// A damaged read model is found, and the rows named: a changed row is on both sides, a lost one only in
 	// the rebuild, an invented one only in the live table.
@@ -202,7 +213,7 @@ func TestVerifyAndRebuild(t *testing.T) {
 			}
 		})
 	}
-	st, err := postgres.Rebuild(ctx, lf.db.OwnerDSN, "anchorage_api", lf.log, postgres.RebuildOptions{Batch: 37, Progress: progress})
+	st, err := postgres.Rebuild(ctx, lf.db.OwnerDSN, "anchorage_api", lf.log, postgres.RebuildOptions{Batch: 37, Progress: progress, Logger: logTo(&rebuildTasks)})
 	close(stop)
 	n := <-appended
 	require.NoError(t, err)
@@ -210,6 +221,8 @@ func TestVerifyAndRebuild(t *testing.T) {
 	require.Contains(t, st.Replaced, "pins")
 	lf.waitProjected(t)
 	t.Logf("rebuild: %+v while %d pins were requested concurrently", st, n)
+	require.Contains(t, rebuildTasks.String(), `"task":"index audit_events_org"`)
+	require.Contains(t, rebuildTasks.String(), `"task":"index pins_name_trgm"`)
 	require.NotEmpty(t, copyOptions)
 	for _, o := range copyOptions {
 		require.Regexp(t, `^\S+ autovacuum_enabled=false toast (-|autovacuum_enabled=false)$`, o)
