@@ -111,3 +111,22 @@ func testMetaFilterPairs(t *testing.T, batch int) {
 		     + (SELECT count(*) FROM ((SELECT * FROM wantc EXCEPT SELECT * FROM pin_meta_counts WHERE n <> 0) UNION ALL (SELECT * FROM pin_meta_counts WHERE n <> 0 EXCEPT SELECT * FROM wantc)) y)`).Scan(&diff))
 	require.Zero(t, diff)
 }
+
+// pin_meta_kv is inlined into the statements that call it (migration 000011): a STRICT SQL function is not, and
+// every call then ran a SELECT of its own, once per meta pair of every pin a rebuild or a trigger handles.
+func TestPinMetaKVIsInlined(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t)
+	var plan string
+	require.NoError(t, f.owner.QueryRow(ctx, `EXPLAIN (VERBOSE, FORMAT JSON)
+		SELECT pin_meta_kv(e.key, e.value) FROM jsonb_each($1::jsonb) e`, `{"app":"x"}`).Scan(&plan))
+	require.Contains(t, plan, "md5(")
+	require.NotContains(t, plan, "pin_meta_kv(")
+	// The same pair gives the same key as before (pin_meta's rows keep their meaning).
+	var kv string
+	require.NoError(t, f.owner.QueryRow(ctx, `SELECT pin_meta_kv(e.key, e.value)::text FROM jsonb_each('{"app":"x"}'::jsonb) e`).Scan(&kv))
+	var want string
+	require.NoError(t, f.owner.QueryRow(ctx, `SELECT md5('{"app": "x"}')::uuid::text`).Scan(&want))
+	require.Equal(t, want, kv)
+}
