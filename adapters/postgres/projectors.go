@@ -2,10 +2,12 @@ package postgres
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -122,7 +124,46 @@ func fastUUIDs(m *pgtype.Map) {
 	}
 	t := &pgtype.Type{Name: "uuid", OID: pgtype.UUIDOID, Codec: uuidCodec{}}
 	m.RegisterType(t)
-	m.RegisterType(&pgtype.Type{Name: "_uuid", OID: pgtype.UUIDArrayOID, Codec: &pgtype.ArrayCodec{ElementType: t}})
+	m.RegisterType(&pgtype.Type{Name: "_uuid", OID: pgtype.UUIDArrayOID, Codec: uuidArrayCodec{&pgtype.ArrayCodec{ElementType: t}}})
+}
+
+// uuidArrayCodec is pgx's uuid[] codec, encoding a []uuid.UUID (the generated batch statements' id columns)
+// directly in the binary format. pgx otherwise walks the slice by reflection, boxing each element: 3.5 % of a
+// rebuild's CPU in the CLI.
+type uuidArrayCodec struct{ *pgtype.ArrayCodec }
+
+func (c uuidArrayCodec) PlanEncode(m *pgtype.Map, oid uint32, format int16, value any) pgtype.EncodePlan {
+	if _, ok := value.([]uuid.UUID); ok && format == pgtype.BinaryFormatCode {
+		return uuidArrayBinary{}
+	}
+	return c.ArrayCodec.PlanEncode(m, oid, format, value)
+}
+
+type uuidArrayBinary struct{}
+
+// Encode writes PostgreSQL's binary array: dimensions, a has-nulls flag, the element type, each dimension's
+// length and lower bound, then each element as its length and bytes. A nil slice is NULL, as pgx has it.
+func (uuidArrayBinary) Encode(value any, buf []byte) ([]byte, error) {
+	v := value.([]uuid.UUID)
+	if v == nil {
+		return nil, nil
+	}
+	if len(v) == 0 {
+		buf = binary.BigEndian.AppendUint32(buf, 0) // no dimensions
+		buf = binary.BigEndian.AppendUint32(buf, 0)
+		return binary.BigEndian.AppendUint32(buf, pgtype.UUIDOID), nil
+	}
+	buf = binary.BigEndian.AppendUint32(buf, 1)
+	buf = binary.BigEndian.AppendUint32(buf, 0)
+	buf = binary.BigEndian.AppendUint32(buf, pgtype.UUIDOID)
+	buf = binary.BigEndian.AppendUint32(buf, uint32(len(v)))
+	buf = binary.BigEndian.AppendUint32(buf, 1)
+	buf = slices.Grow(buf, len(v)*20)
+	for i := range v {
+		buf = binary.BigEndian.AppendUint32(buf, 16)
+		buf = append(buf, v[i][:]...)
+	}
+	return buf, nil
 }
 
 // uuidCodec is pgx's uuid codec, encoding uuid.UUID directly in the binary format.
