@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/anchorage-pin/anchorage/adapters/postgres"
@@ -102,4 +103,33 @@ ORDER BY 1`, acl)
 	}
 	require.NoError(t, postgres.Migrate(ctx, db.OwnerDSN, pgschema.API))
 	require.Equal(t, fresh, shape(true))
+}
+
+// A database migrated by a newer release, or left dirty by a migration that stopped halfway, makes Migrate fail
+// with what to do about it rather than migrate's "no migration found for version N".
+func TestMigrateSaysWhatToDoWithANewerOrDirtySchema(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgschema.New(t)
+	conn, err := pgx.Connect(ctx, db.OwnerDSN)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	var version int64
+	require.NoError(t, conn.QueryRow(ctx, "SELECT version FROM schema_migrations").Scan(&version))
+
+	_, err = conn.Exec(ctx, "UPDATE schema_migrations SET version = 99")
+	require.NoError(t, err)
+	err = postgres.Migrate(ctx, db.OwnerDSN, pgschema.API)
+	require.ErrorContains(t, err, fmt.Sprintf("schema is at version 99, newer than this release's %d", version))
+	require.ErrorContains(t, err, fmt.Sprintf("goto %d", version))
+	require.ErrorContains(t, err, "empty database")
+
+	_, err = conn.Exec(ctx, "UPDATE schema_migrations SET version = $1, dirty = true", version)
+	require.NoError(t, err)
+	err = postgres.Migrate(ctx, db.OwnerDSN, pgschema.API)
+	require.ErrorContains(t, err, fmt.Sprintf("migration to schema version %d stopped halfway", version))
+
+	_, err = conn.Exec(ctx, "UPDATE schema_migrations SET dirty = false")
+	require.NoError(t, err)
+	require.NoError(t, postgres.Migrate(ctx, db.OwnerDSN, pgschema.API))
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/anchorage-pin/anchorage/migrations"
 	"github.com/golang-migrate/migrate/v4"
 	migratepgx "github.com/golang-migrate/migrate/v4/database/pgx/v5"
+	"github.com/golang-migrate/migrate/v4/source"
 	"github.com/golang-migrate/migrate/v4/source/iofs"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -145,10 +146,44 @@ func Migrate(ctx context.Context, ownerDSN, apiRole string) error {
 	if err != nil {
 		return fmt.Errorf("postgres: migrate: %w", err)
 	}
+	if err := checkSchemaVersion(m, src); err != nil {
+		return err
+	}
 	if err := m.Up(); err != nil && !errors.Is(err, migrate.ErrNoChange) {
 		return fmt.Errorf("postgres: migrate up: %w", err)
 	}
 	return grantAPI(ctx, db, apiRole)
+}
+
+// checkSchemaVersion turns the two states migrate.Up cannot leave by itself into errors that say what to do: a
+// schema newer than this release knows (a newer anchorage migrated the database; migrate would only say that
+// it finds no file for that version), and a migration that stopped halfway (the database marked dirty).
+func checkSchemaVersion(m *migrate.Migrate, src source.Driver) error {
+	v, dirty, err := m.Version()
+	if errors.Is(err, migrate.ErrNilVersion) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("postgres: read the schema version: %w", err)
+	}
+	latest, err := src.First()
+	if err != nil {
+		return fmt.Errorf("postgres: migration source: %w", err)
+	}
+	for next, err := src.Next(latest); err == nil; next, err = src.Next(latest) {
+		latest = next
+	}
+	const rebuild = "or point this release at an empty database, in which it rebuilds the read models from the event log (docs/recovery.md, \"PostgreSQL lost\")"
+	if v > latest {
+		return fmt.Errorf("postgres: the database's schema is at version %d, newer than this release's %d: a newer anchorage migrated it. "+
+			"Run that release, or first move the schema back to version %d with that release's down migrations (migrations/*.down.sql, e.g. "+
+			"`migrate -path migrations -database URL goto %d`), %s", v, latest, latest, latest, rebuild)
+	}
+	if dirty {
+		return fmt.Errorf("postgres: the migration to schema version %d stopped halfway, and the database is marked dirty: "+
+			"repair it by hand and clear schema_migrations.dirty, %s", v, rebuild)
+	}
+	return nil
 }
 
 func grantAPI(ctx context.Context, db *sql.DB, apiRole string) error {
