@@ -43,7 +43,7 @@ UNION ALL
 SELECT 'index ' || tablename || ' ' || indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename <> 'schema_migrations'
 UNION ALL
 SELECT 'column ' || table_name || ' ' || column_name || ' ' || data_type || ' ' || is_nullable
-       || ' ' || coalesce(column_default, '')
+       || ' ' || coalesce(column_default, '') || ' ' || coalesce(generation_expression, '')
 FROM information_schema.columns WHERE table_schema = 'public' AND table_name <> 'schema_migrations'
 UNION ALL
 SELECT 'constraint ' || conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid)

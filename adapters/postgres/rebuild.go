@@ -228,7 +228,7 @@ func (sh *shadow) create(ctx context.Context) error {
 	// A rebuild that stopped between its swap and the drop of the replaced tables left them in the retired schema.
 	stmts := []string{"DROP SCHEMA IF EXISTS " + s + " CASCADE", "DROP SCHEMA IF EXISTS " + pgx.Identifier{sh.retired()}.Sanitize() + " CASCADE", "CREATE SCHEMA " + s}
 	for _, t := range append(sh.tables(), "projection_checkpoints") {
-		stmts = append(stmts, fmt.Sprintf("CREATE TABLE %s.%s (LIKE public.%s INCLUDING DEFAULTS INCLUDING CONSTRAINTS) WITH (%s)", s, t, t, shadowAutovacuumOff))
+		stmts = append(stmts, fmt.Sprintf("CREATE TABLE %s.%s (LIKE public.%s INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED) WITH (%s)", s, t, t, shadowAutovacuumOff))
 		if seed, ok := seedRows[t]; ok {
 			stmts = append(stmts, fmt.Sprintf(seed, s))
 		}

@@ -299,7 +299,7 @@ func schemaShape(t *testing.T, lf *logFixture) []string {
 SELECT 'index ' || tablename || ' ' || indexdef FROM pg_indexes WHERE schemaname = 'public'
 UNION ALL
 SELECT 'column ' || table_name || ' ' || row_number() OVER (PARTITION BY table_name ORDER BY ordinal_position) || ' ' || column_name
-       || ' ' || data_type || ' ' || is_nullable || ' ' || coalesce(column_default, '')
+       || ' ' || data_type || ' ' || is_nullable || ' ' || coalesce(column_default, '') || ' ' || coalesce(generation_expression, '')
 FROM information_schema.columns WHERE table_schema = 'public'
 UNION ALL
 SELECT 'constraint ' || conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid)

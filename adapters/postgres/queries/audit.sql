@@ -51,8 +51,9 @@ SELECT o.org_id::uuid AS org_id FROM o WHERE o.org_id IS NOT NULL;
 -- bounds of the time range and the cursor; since/until are then checked exactly on at. The org is matched with
 -- = ANY(ARRAY[…]) and leads the ORDER BY: an equality would make it a constant the primary key's order also
 -- satisfies, and a generic plan could then walk the whole log by seq, filtering for the org. The actor and type
--- indexes key on hashtextextended(value, 0) (migration 000008): those variants match the hash, which the index
--- serves, and then the value itself.
+-- indexes key on actor_key and type_key, hashtextextended(value, 0) as stored columns (migrations 000008, 000012):
+-- those variants match the key, which the index serves (bigint equality is leakproof, so it may run before the
+-- tenant policy), and then the value itself.
 
 -- name: AuditListByRequest :many
 SELECT e.seq, e.at, e.subject, e.type, e.version, e.actor, e.corr, e.org_id, e.request_id, e.data
@@ -92,7 +93,7 @@ SELECT e.seq, e.at, e.subject, e.type, e.version, e.actor, e.corr, e.org_id, e.r
 FROM unnest(@org_ids::uuid[]) AS o(org_id)
 CROSS JOIN LATERAL (
     SELECT a.seq, a.at, a.subject, a.type, a.version, a.actor, a.corr, a.org_id, a.request_id, a.data FROM audit_events a
-    WHERE a.org_id = ANY(ARRAY[o.org_id]) AND hashtextextended(a.actor, 0) = hashtextextended(@actor::text, 0) AND a.actor = @actor::text AND a.seq >= @lo::bigint AND a.seq < @hi::bigint
+    WHERE a.org_id = ANY(ARRAY[o.org_id]) AND a.actor_key = hashtextextended(@actor::text, 0) AND a.actor = @actor::text AND a.seq >= @lo::bigint AND a.seq < @hi::bigint
       AND (sqlc.narg(type)::text IS NULL OR a.type = sqlc.narg(type)::text)
       AND (sqlc.narg(since)::timestamptz IS NULL OR a.at >= sqlc.narg(since)::timestamptz)
       AND (sqlc.narg(until)::timestamptz IS NULL OR a.at < sqlc.narg(until)::timestamptz)
@@ -107,7 +108,7 @@ SELECT e.seq, e.at, e.subject, e.type, e.version, e.actor, e.corr, e.org_id, e.r
 FROM unnest(@org_ids::uuid[]) AS o(org_id)
 CROSS JOIN LATERAL (
     SELECT a.seq, a.at, a.subject, a.type, a.version, a.actor, a.corr, a.org_id, a.request_id, a.data FROM audit_events a
-    WHERE a.org_id = ANY(ARRAY[o.org_id]) AND hashtextextended(a.type, 0) = hashtextextended(@type::text, 0) AND a.type = @type::text AND a.seq >= @lo::bigint AND a.seq < @hi::bigint
+    WHERE a.org_id = ANY(ARRAY[o.org_id]) AND a.type_key = hashtextextended(@type::text, 0) AND a.type = @type::text AND a.seq >= @lo::bigint AND a.seq < @hi::bigint
       AND (sqlc.narg(since)::timestamptz IS NULL OR a.at >= sqlc.narg(since)::timestamptz)
       AND (sqlc.narg(until)::timestamptz IS NULL OR a.at < sqlc.narg(until)::timestamptz)
     ORDER BY a.org_id, a.seq DESC

@@ -159,7 +159,7 @@ SELECT e.seq, e.at, e.subject, e.type, e.version, e.actor, e.corr, e.org_id, e.r
 FROM unnest($1::uuid[]) AS o(org_id)
 CROSS JOIN LATERAL (
     SELECT a.seq, a.at, a.subject, a.type, a.version, a.actor, a.corr, a.org_id, a.request_id, a.data FROM audit_events a
-    WHERE a.org_id = ANY(ARRAY[o.org_id]) AND hashtextextended(a.actor, 0) = hashtextextended($2::text, 0) AND a.actor = $2::text AND a.seq >= $3::bigint AND a.seq < $4::bigint
+    WHERE a.org_id = ANY(ARRAY[o.org_id]) AND a.actor_key = hashtextextended($2::text, 0) AND a.actor = $2::text AND a.seq >= $3::bigint AND a.seq < $4::bigint
       AND ($5::text IS NULL OR a.type = $5::text)
       AND ($6::timestamptz IS NULL OR a.at >= $6::timestamptz)
       AND ($7::timestamptz IS NULL OR a.at < $7::timestamptz)
@@ -443,8 +443,9 @@ type AuditListByRequestRow struct {
 // bounds of the time range and the cursor; since/until are then checked exactly on at. The org is matched with
 // = ANY(ARRAY[…]) and leads the ORDER BY: an equality would make it a constant the primary key's order also
 // satisfies, and a generic plan could then walk the whole log by seq, filtering for the org. The actor and type
-// indexes key on hashtextextended(value, 0) (migration 000008): those variants match the hash, which the index
-// serves, and then the value itself.
+// indexes key on actor_key and type_key, hashtextextended(value, 0) as stored columns (migrations 000008, 000012):
+// those variants match the key, which the index serves (bigint equality is leakproof, so it may run before the
+// tenant policy), and then the value itself.
 func (q *Queries) AuditListByRequest(ctx context.Context, db DBTX, arg AuditListByRequestParams) ([]AuditListByRequestRow, error) {
 	rows, err := db.Query(ctx, AuditListByRequest,
 		arg.OrgIds,
@@ -492,7 +493,7 @@ SELECT e.seq, e.at, e.subject, e.type, e.version, e.actor, e.corr, e.org_id, e.r
 FROM unnest($1::uuid[]) AS o(org_id)
 CROSS JOIN LATERAL (
     SELECT a.seq, a.at, a.subject, a.type, a.version, a.actor, a.corr, a.org_id, a.request_id, a.data FROM audit_events a
-    WHERE a.org_id = ANY(ARRAY[o.org_id]) AND hashtextextended(a.type, 0) = hashtextextended($2::text, 0) AND a.type = $2::text AND a.seq >= $3::bigint AND a.seq < $4::bigint
+    WHERE a.org_id = ANY(ARRAY[o.org_id]) AND a.type_key = hashtextextended($2::text, 0) AND a.type = $2::text AND a.seq >= $3::bigint AND a.seq < $4::bigint
       AND ($5::timestamptz IS NULL OR a.at >= $5::timestamptz)
       AND ($6::timestamptz IS NULL OR a.at < $6::timestamptz)
     ORDER BY a.org_id, a.seq DESC

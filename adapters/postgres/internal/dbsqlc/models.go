@@ -25,6 +25,8 @@ type AuditEvent struct {
 	Data      []byte
 	AtMax     time.Time
 	AtLag     pgtype.Interval
+	ActorKey  *int64
+	TypeKey   *int64
 }
 
 type Node struct {
