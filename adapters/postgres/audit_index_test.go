@@ -12,21 +12,24 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// The actor and type list queries drive from their indexes, which key on a stored hash of the value (migrations
-// 000008 and 000012), for a sysadmin (the owner role) and for a tenant (the API role, under the tenant policy):
-// the query must match the index's key with a condition PostgreSQL may apply before the policy's, or it walks
-// the org's whole trail and filters. The reader plans every audit query for its arguments (customPlans), and so
+// The list queries by actor, type, request and CID drive from their indexes (the actor and type ones key on a
+// stored hash of the value, migrations 000008 and 000012), for a sysadmin (the owner role) and for a tenant (the
+// API role, under the tenant policy): the query must match the index's key with a condition PostgreSQL may apply
+// before the policy's (a leakproof one), or it walks the org's whole trail and filters. The reader plans every audit query for its arguments (customPlans), and so
 // does this test.
 func TestAuditActorAndTypeQueriesUseTheirHashedIndexes(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := newAuditFixture(t)
 	const org = "3b9f0e0e-4a59-5b1c-8d53-0c3a5b6f4a11"
-	// 40,000 rows of one org: one busy actor and type, a rare actor and a rare type.
+	// 40,000 rows of one org: one busy actor and type, a rare actor and a rare type; a request and a CID with 40
+	// events each among ones of a few events.
 	_, err := f.owner.Exec(ctx, `
-INSERT INTO audit_events (seq, at, subject, type, version, actor, org_id, data, at_max)
+INSERT INTO audit_events (seq, at, subject, type, version, actor, org_id, request_id, cid_key, data, at_max)
 SELECT g, now(), 'pins.x', CASE WHEN g % 1000 = 0 THEN 'token.revoked' ELSE 'pin.requested' END, 1,
-       CASE WHEN g % 997 = 0 THEN 'token:rare' ELSE 'system:load' END, $1, '{}', now()
+       CASE WHEN g % 997 = 0 THEN 'token:rare' ELSE 'system:load' END, $1,
+       CASE WHEN g % 991 = 0 THEN '0f0f0f0f-0000-4000-8000-000000000001'::uuid ELSE md5((g / 3)::text)::uuid END,
+       CASE WHEN g % 983 = 0 THEN '\x1220ff'::bytea ELSE decode(md5((g / 3)::text), 'hex') END, '{}', now()
 FROM generate_series(1, 40000) g`, org)
 	require.NoError(t, err)
 	_, err = f.owner.Exec(ctx, "ANALYZE audit_events")
@@ -42,6 +45,8 @@ FROM generate_series(1, 40000) g`, org)
 		}{
 			{"by_actor", dbsqlc.AuditListByActor, "audit_events_org_actor", "actor_key", "'{" + org + "}', 'token:rare', 0, 9223372036854775807, NULL, NULL, NULL, 100", 40},
 			{"by_type", dbsqlc.AuditListByType, "audit_events_org_type", "type_key", "'{" + org + "}', 'token.revoked', 0, 9223372036854775807, NULL, NULL, 100", 40},
+			{"by_request", dbsqlc.AuditListByRequest, "audit_events_org_request", "request_id", "'{" + org + "}', '0f0f0f0f-0000-4000-8000-000000000001', 0, 9223372036854775807, NULL, NULL, NULL, NULL, NULL, 100", 40},
+			{"by_cid", dbsqlc.AuditListByCID, "audit_events_org_cid", "cid_key", "'{" + org + "}', '\\x1220ff', 0, 9223372036854775807, NULL, NULL, NULL, NULL, 100", 40},
 		} {
 			tx, err := role.pool.Begin(ctx)
 			require.NoError(t, err)
