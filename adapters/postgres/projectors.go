@@ -148,14 +148,12 @@ func (uuidArrayBinary) Encode(value any, buf []byte) ([]byte, error) {
 	if v == nil {
 		return nil, nil
 	}
-	if len(v) == 0 {
-		buf = binary.BigEndian.AppendUint32(buf, 0) // no dimensions
-		buf = binary.BigEndian.AppendUint32(buf, 0)
-		return binary.BigEndian.AppendUint32(buf, pgtype.UUIDOID), nil
-	}
-	buf = binary.BigEndian.AppendUint32(buf, 1)
+	buf = binary.BigEndian.AppendUint32(buf, uint32(min(len(v), 1))) // an empty array has no dimension
 	buf = binary.BigEndian.AppendUint32(buf, 0)
 	buf = binary.BigEndian.AppendUint32(buf, pgtype.UUIDOID)
+	if len(v) == 0 {
+		return buf, nil
+	}
 	buf = binary.BigEndian.AppendUint32(buf, uint32(len(v)))
 	buf = binary.BigEndian.AppendUint32(buf, 1)
 	buf = slices.Grow(buf, len(v)*20)

@@ -847,7 +847,7 @@ func (sh *shadow) awaitLive(ctx context.Context, timeout time.Duration) error {
 var errNothingToRebuild = errors.New("postgres: nothing to rebuild")
 
 // compareTable compares the live table t with its rebuilt copy in schema (both restricted by where) and returns
-// how many rows each has that the other lacks, with a few of them as text. Rows are compared column by column;
+// how many rows each has that the other lacks, with a few of them as text, and how many rows the live one has. Rows are compared column by column;
 // json columns (which have no equality) as text first and, where the text differs, as JSON values, so one payload
 // in two spellings (jsonb's normalised one, from before migration 000006) is equal. A row whose primary key is on
 // both sides with other values counts on both, as in an EXCEPT ALL each way.
@@ -855,15 +855,15 @@ var errNothingToRebuild = errors.New("postgres: nothing to rebuild")
 // The rows are matched by the table's primary key, in one join. Two EXCEPT ALLs (the way it was done before)
 // sorted or hashed whole rows and parsed every JSON payload: on 1,036,580 audit rows 14.1 s each way, against
 // 1.9 s for the join.
-func compareTable(ctx context.Context, tx pgx.Tx, t, schema, where string) (Difference, error) {
-	d := Difference{Table: t}
+func compareTable(ctx context.Context, tx pgx.Tx, t, schema, where string) (d Difference, checked int64, err error) {
+	d.Table = t
 	rows, err := tx.Query(ctx, `SELECT quote_ident(a.attname), a.atttypid = 'json'::regtype,
 			coalesce((SELECT k.n FROM pg_index i, unnest(i.indkey) WITH ORDINALITY k(attnum, n)
 				WHERE i.indrelid = a.attrelid AND i.indisprimary AND k.attnum = a.attnum), 0)
 		FROM pg_attribute a WHERE a.attrelid = ('public.' || quote_ident($1))::regclass AND a.attnum > 0 AND NOT a.attisdropped
 		ORDER BY a.attnum`, t)
 	if err != nil {
-		return d, err
+		return d, 0, err
 	}
 	var cols []comparedColumn
 	keys := map[int]string{} // position in the primary key (from 1) → column
@@ -872,7 +872,7 @@ func compareTable(ctx context.Context, tx pgx.Tx, t, schema, where string) (Diff
 		var key int
 		if err := rows.Scan(&c.name, &c.json, &key); err != nil {
 			rows.Close()
-			return d, err
+			return d, 0, err
 		}
 		cols = append(cols, c)
 		if key > 0 {
@@ -881,10 +881,10 @@ func compareTable(ctx context.Context, tx pgx.Tx, t, schema, where string) (Diff
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return d, err
+		return d, 0, err
 	}
 	if len(keys) == 0 {
-		return d, fmt.Errorf("postgres: verify compares %s by its primary key, and it has none", t)
+		return d, 0, fmt.Errorf("postgres: verify compares %s by its primary key, and it has none", t)
 	}
 	var on, lv, rv, differs []string
 	for i := 1; i <= len(keys); i++ {
@@ -904,8 +904,9 @@ func compareTable(ctx context.Context, tx pgx.Tx, t, schema, where string) (Diff
 	from := fmt.Sprintf("FROM (SELECT * FROM public.%[1]s %[3]s) l FULL JOIN (SELECT * FROM %[2]s.%[1]s %[3]s) r ON %[4]s",
 		pgx.Identifier{t}.Sanitize(), schema, where, strings.Join(on, " AND "))
 	cond := fmt.Sprintf("(l.%[1]s IS NULL OR r.%[1]s IS NULL OR %[2]s)", key, strings.Join(differs, " OR "))
-	if err := tx.QueryRow(ctx, fmt.Sprintf("SELECT count(l.%s), count(r.%s) %s WHERE %s", key, key, from, cond)).Scan(&d.OnlyLive, &d.OnlyRebuilt); err != nil {
-		return d, err
+	if err := tx.QueryRow(ctx, fmt.Sprintf("SELECT count(l.%[1]s), count(l.%[1]s) FILTER (WHERE %[3]s), count(r.%[1]s) FILTER (WHERE %[3]s) %[2]s", key, from, cond)).
+		Scan(&checked, &d.OnlyLive, &d.OnlyRebuilt); err != nil {
+		return d, 0, err
 	}
 	sample := func(side string, n int64) ([]string, error) {
 		if n == 0 {
@@ -918,10 +919,10 @@ func compareTable(ctx context.Context, tx pgx.Tx, t, schema, where string) (Diff
 		return pgx.CollectRows(rows, pgx.RowTo[string])
 	}
 	if d.SampleLive, err = sample("l", d.OnlyLive); err != nil {
-		return d, err
+		return d, 0, err
 	}
 	d.SampleRebult, err = sample("r", d.OnlyRebuilt)
-	return d, err
+	return d, checked, err
 }
 
 // comparedColumn is one column of a compared table: its quoted name, and whether it is of type json.
@@ -1005,16 +1006,11 @@ func Verify(ctx context.Context, ownerDSN string, src RebuildSource, opts Rebuil
 	rep := VerifyReport{Checked: map[string]int64{}, Checkpoints: live}
 	s := pgx.Identifier{sh.schema}.Sanitize()
 	for _, t := range sh.tables() {
-		where := compareFilter[t]
-		var n int64
-		if err := tx.QueryRow(ctx, fmt.Sprintf("SELECT count(*) FROM public.%s %s", t, where)).Scan(&n); err != nil {
-			return rep, err
-		}
-		rep.Checked[t] = n
-		d, err := compareTable(ctx, tx, t, s, where)
+		d, checked, err := compareTable(ctx, tx, t, s, compareFilter[t])
 		if err != nil {
 			return rep, err
 		}
+		rep.Checked[t] = checked
 		if d.OnlyLive > 0 || d.OnlyRebuilt > 0 {
 			rep.Differences = append(rep.Differences, d)
 		}

@@ -498,8 +498,9 @@ const startTrimDelay = 15 * time.Second
 // sync.Pool, which only a garbage collection empties. An idle node collects about every two minutes, so they
 // stayed for up to four, and the heap goal computed with them for longer: 152 MB of pooled buffers on a node with
 // 1.4M pins, RSS 526 MB at rest; 397 MB after two collections (measured while a start still read the whole
-// scheduler-term and node-registration histories, one block per restart; it now reads only what is new). Two collections (the first moves a pool's contents aside, the second frees them) and a return of
-// the freed pages to the OS cost about a collection's CPU, once.
+// scheduler-term and node-registration histories, one block per restart; it now reads only what is new). Two
+// collections (the first moves a pool's contents aside, the second frees them) and a return of the freed pages
+// to the OS cost about a collection's CPU, once.
 func trimAfterStart(ctx context.Context, log *slog.Logger, delay time.Duration) {
 	select {
 	case <-ctx.Done():
