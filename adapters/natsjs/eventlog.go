@@ -82,6 +82,9 @@ type EventLog struct {
 	m      *Metrics
 	order  [64]sync.Mutex // AppendOrdered's per-key locks, striped
 	forked bool           // made by Fork: the group commit belongs to the original
+
+	wireMode      int    // wireAuto, or what a test chose (wire.go)
+	wireDropAfter uint64 // a test's fault: the wire read's connection drops after this many messages
 }
 
 var (
@@ -171,7 +174,8 @@ func (l *EventLog) Fork(ctx context.Context, nc *nats.Conn) (*EventLog, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: stream: %w", err)
 	}
-	return &EventLog{nc: nc, js: js, stream: stream, sync: l.sync, dir: l.dir, log: l.log, m: l.m, forked: true}, nil
+	return &EventLog{nc: nc, js: js, stream: stream, sync: l.sync, dir: l.dir, log: l.log, m: l.m, forked: true,
+		wireMode: l.wireMode, wireDropAfter: l.wireDropAfter}, nil
 }
 
 // Close releases the log's connection.

@@ -15,6 +15,7 @@ type Metrics struct {
 	ackSeconds    prometheus.Histogram
 	syncSeconds   prometheus.Histogram
 	syncGroup     prometheus.Histogram
+	reads         *prometheus.CounterVec
 }
 
 // NewMetrics registers the metrics on reg (nil: a private registry, for tests and tools).
@@ -46,6 +47,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "anchorage_event_fsync_group_size", Help: "Appends made durable by one group-commit fsync.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
 		}),
+		reads: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "anchorage_event_log_reads_total",
+			Help: "Reads of a range of the event log, by path: wire (the fast read), wire_fallback (a fast read that failed and was finished by the ordered consumer), ordered.",
+		}, []string{"path"}),
 	}
 }
 

@@ -298,12 +298,14 @@ type decoded struct {
 	err  error
 }
 
-// RawMsg is one message of the stream as stored, not decoded.
+// RawMsg is one message of the stream as stored, not decoded. Headers returns its headers.
 type RawMsg struct {
 	Seq     uint64 // stream sequence
 	Subject string
-	Header  nats.Header // as the NATS client parsed it: Nats-Msg-Id, Ev-Type, Ev-Actor, ...
-	Data    []byte      // the event's body (JSON), a copy of its own (ReadUntil's records share it)
+	Data    []byte // the event's body (JSON), not shared with another message (ReadUntil's records share it)
+
+	header    nats.Header // as the NATS client parsed it (the ordered consumer's read)
+	rawHeader []byte      // as sent (the wire read), parsed by Headers
 }
 
 // ReadRawUntil calls fn with batches of the messages matching filters with from <= Seq <= until, in stream
@@ -311,8 +313,10 @@ type RawMsg struct {
 // read under ReadUntil, and the stream's own read rate. The next batch is read while fn runs; every batch is a
 // new slice, which fn may keep. It returns fn's error, the read's, or ctx's.
 //
-// It reads through an ordered consumer's Consume callback rather than its Messages iterator: the iterator's
-// Next costs a heartbeat timer and a channel receive per message (about 1 µs of a replay's 5-6 µs per event).
+// A read of wireMinPending messages or more pulls them over a connection of its own (wire.go); a smaller one, or
+// one over a connection the wire read does not speak, reads through an ordered consumer's Consume callback
+// rather than its Messages iterator: the iterator's Next costs a heartbeat timer and a channel receive per
+// message (about 1 µs of a replay's 5-6 µs per event).
 func (l *EventLog) ReadRawUntil(ctx context.Context, from, until uint64, filters []string, maxBatch int, fn func([]RawMsg) error) error {
 	return l.readRawUntil(ctx, from, until, filters, maxBatch, 0, fn)
 }
@@ -343,6 +347,42 @@ func (l *EventLog) readRawUntil(ctx context.Context, from, until uint64, filters
 	if maxPending > 0 && info.NumPending > maxPending {
 		return fmt.Errorf("%w: %d events from sequence %d on, at most %d wanted", ErrTooManyPending, info.NumPending, from, maxPending)
 	}
+	if l.wireMode == wireAlways || (l.wireMode == wireAuto && info.NumPending >= wireMinPending) {
+		e, err := l.wireEndpoint()
+		if err == nil {
+			// The wire read pulls from the consumer just created; the ordered consumer takes over from the
+			// message after its last one if it fails.
+			last, err := l.readWire(ctx, e, info.Name, from, until, local, maxBatch, fn)
+			l.deleteConsumer(info.Name)
+			var we *wireError
+			if !errors.As(err, &we) {
+				l.m.reads.WithLabelValues("wire").Inc()
+				return err // nil, fn's error or ctx's
+			}
+			l.m.reads.WithLabelValues("wire_fallback").Inc()
+			l.log.Warn("the fast read of the event log failed; the ordered consumer reads on", "after_seq", last, "err", err)
+			if last >= until {
+				return nil
+			}
+			if cons, err = l.orderedFrom(ctx, last+1, server); err != nil {
+				return fmt.Errorf("natsjs: %w", err)
+			}
+			return l.readOrdered(ctx, cons, last+1, until, local, maxBatch, fn)
+		}
+	}
+	l.m.reads.WithLabelValues("ordered").Inc()
+	return l.readOrdered(ctx, cons, from, until, local, maxBatch, fn)
+}
+
+// deleteConsumer deletes a reader's consumer (an inactive one would go after InactiveThreshold anyway).
+func (l *EventLog) deleteConsumer(name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = l.stream.DeleteConsumer(ctx, name)
+}
+
+// readOrdered is readRawUntil's read through the ordered consumer cons, which starts at from.
+func (l *EventLog) readOrdered(ctx context.Context, cons jetstream.Consumer, from, until uint64, local []string, maxBatch int, fn func([]RawMsg) error) error {
 
 	// The callback cuts batches and hands them over; batches is closed after the last one or at a read error
 	// (rerr, written before the close). The ordered consumer calls it on one goroutine at a time, except
@@ -379,7 +419,7 @@ func (l *EventLog) readRawUntil(ctx context.Context, from, until uint64, filters
 		if seq <= until {
 			subject := m.Subject()
 			if local == nil || events.MatchesAny(local, subject) {
-				batch = append(batch, RawMsg{Seq: seq, Subject: subject, Header: m.Headers(), Data: m.Data()})
+				batch = append(batch, RawMsg{Seq: seq, Subject: subject, header: m.Headers(), Data: m.Data()})
 			}
 		}
 		end := pending == 0 || seq >= until

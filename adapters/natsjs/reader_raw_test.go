@@ -15,8 +15,12 @@ import (
 
 // rawLog appends n pins, each followed by a token event: pins at odd sequences, tokens at even ones.
 func rawLog(t *testing.T, n int) (*natsjs.EventLog, []string) {
-	ctx := t.Context()
 	_, l := natstest.Log(t)
+	return l, appendRawLog(t, l, n)
+}
+
+// appendRawLog appends rawLog's events to l and returns the pins' ids.
+func appendRawLog(t *testing.T, l *natsjs.EventLog, n int) []string {
 	var msgs []domain.Message
 	var ids []string
 	for range n {
@@ -25,9 +29,9 @@ func rawLog(t *testing.T, n int) (*natsjs.EventLog, []string) {
 		msgs = append(msgs, pinMsg(t, id, 0, requested(id)),
 			domain.Message{Subject: events.TokenSubject(org, id), Envelope: pinMsg(t, id, 0, events.TokenRevoked{OrgID: org, TokenID: id}).Envelope})
 	}
-	_, err := l.AppendBulk(ctx, msgs)
+	_, err := l.AppendBulk(t.Context(), msgs)
 	require.NoError(t, err)
-	return l, ids
+	return ids
 }
 
 func TestReadRawUntil(t *testing.T) {
@@ -50,14 +54,14 @@ func TestReadRawUntil(t *testing.T) {
 		id := ids[(seq-1)/2]
 		if seq%2 == 1 {
 			require.Equal(t, events.PinSubject(org, id), m.Subject)
-			require.Equal(t, "pin.requested.v1", m.Header.Get(natsjs.HeaderType))
+			require.Equal(t, "pin.requested.v1", header(t, m).Get(natsjs.HeaderType))
 		} else {
 			require.Equal(t, events.TokenSubject(org, id), m.Subject)
 		}
 		env, _, err := events.Unmarshal(m.Data)
 		require.NoError(t, err)
 		require.NotEmpty(t, env.ID)
-		require.Equal(t, env.ID, m.Header.Get("Nats-Msg-Id"))
+		require.Equal(t, env.ID, header(t, m).Get("Nats-Msg-Id"))
 	}
 
 	// Filters: one on the server, several applied by the reader; until past the head stops at the head.
