@@ -43,13 +43,13 @@ func (n *node) recoveryBench(bin string) (*node, error) {
 		closeLog()
 		return n, err
 	}
-	fmt.Printf("  raw replay (read, no decoding, over the NATS client connection): %s\n", raw)
+	fmt.Printf("  raw replay (read, no decoding, from another process over TCP): %s\n", raw)
 	decoded, err := replayDecoded(ctx, log, head, server)
 	closeLog()
 	if err != nil {
 		return n, err
 	}
-	fmt.Printf("  replay read + decode (over the NATS client connection):        %s\n", decoded)
+	fmt.Printf("  replay read + decode (from another process over TCP):        %s\n", decoded)
 	var rebuild time.Duration
 
 	// Full rebuild into shadow tables and swap, as an operator runs it while the node serves.
