@@ -71,7 +71,7 @@ type RebuildStats struct {
 // tenant sees another's rows) and sets the checkpoints; the live projector then simply carries on from there.
 func Rebuild(ctx context.Context, ownerDSN, apiRole string, src RebuildSource, opts RebuildOptions) (RebuildStats, error) {
 	start := time.Now()
-	sh, err := newShadow(ctx, ownerDSN, apiRole, "anchorage_rebuild", opts)
+	sh, err := newShadow(ctx, ownerDSN, apiRole, "anchorage_rebuild", opts, false)
 	if err != nil {
 		return RebuildStats{}, err
 	}
@@ -120,9 +120,14 @@ type shadow struct {
 	// keysOnly: finish builds the primary keys and unique constraints only, not the secondary indexes. Verify's
 	// copies are compared row by row on their primary keys and never serve a query.
 	keysOnly bool
+	// unlogged: the copies are UNLOGGED tables, written without WAL. Verify's are scratch, dropped after the
+	// comparison: a crash loses nothing of value, and loading them skips writing their rows twice (the audit
+	// trail's copy alone is about 500 MB of WAL per million events).
+	unlogged bool
 }
 
-func newShadow(ctx context.Context, ownerDSN, apiRole, schema string, opts RebuildOptions) (*shadow, error) {
+// newShadow prepares a shadow schema; scratch copies (verify's) are unlogged and get only their keys.
+func newShadow(ctx context.Context, ownerDSN, apiRole, schema string, opts RebuildOptions, scratch bool) (*shadow, error) {
 	if opts.Batch <= 0 {
 		opts.Batch = 10000
 	}
@@ -132,7 +137,8 @@ func newShadow(ctx context.Context, ownerDSN, apiRole, schema string, opts Rebui
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	sh := &shadow{schema: schema, apiRole: apiRole, opts: opts, log: opts.Logger, progress: map[string]uint64{}, seen: map[string]uint64{}}
+	sh := &shadow{schema: schema, apiRole: apiRole, opts: opts, log: opts.Logger, progress: map[string]uint64{}, seen: map[string]uint64{},
+		keysOnly: scratch, unlogged: scratch}
 	var err error
 	if sh.owner, err = OpenOwnerPool(ctx, ownerDSN, 4); err != nil {
 		return nil, err
@@ -227,8 +233,12 @@ func (sh *shadow) create(ctx context.Context) error {
 	s := pgx.Identifier{sh.schema}.Sanitize()
 	// A rebuild that stopped between its swap and the drop of the replaced tables left them in the retired schema.
 	stmts := []string{"DROP SCHEMA IF EXISTS " + s + " CASCADE", "DROP SCHEMA IF EXISTS " + pgx.Identifier{sh.retired()}.Sanitize() + " CASCADE", "CREATE SCHEMA " + s}
+	unlogged := ""
+	if sh.unlogged {
+		unlogged = "UNLOGGED "
+	}
 	for _, t := range append(sh.tables(), "projection_checkpoints") {
-		stmts = append(stmts, fmt.Sprintf("CREATE TABLE %s.%s (LIKE public.%s INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED) WITH (%s)", s, t, t, shadowAutovacuumOff))
+		stmts = append(stmts, fmt.Sprintf("CREATE %sTABLE %s.%s (LIKE public.%s INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED) WITH (%s)", unlogged, s, t, t, shadowAutovacuumOff))
 		if seed, ok := seedRows[t]; ok {
 			stmts = append(stmts, fmt.Sprintf(seed, s))
 		}
@@ -955,12 +965,11 @@ type VerifyReport struct {
 // indexes a rebuild builds), brings them to exactly the live checkpoints (holding those meanwhile, so the live
 // tables cannot move), and compares every row.
 func Verify(ctx context.Context, ownerDSN string, src RebuildSource, opts RebuildOptions) (VerifyReport, error) {
-	sh, err := newShadow(ctx, ownerDSN, "", "anchorage_verify", opts)
+	sh, err := newShadow(ctx, ownerDSN, "", "anchorage_verify", opts, true)
 	if err != nil {
 		return VerifyReport{}, err
 	}
 	defer sh.close()
-	sh.keysOnly = true
 	if len(sh.projs) == 0 {
 		return VerifyReport{}, errNothingToRebuild
 	}

@@ -292,6 +292,42 @@ func TestRebuildOnly(t *testing.T) {
 	require.Empty(t, rep.Differences)
 }
 
+// Verify's copies are scratch: UNLOGGED, no WAL written for them. A rebuild's copies, which go live, are not.
+func TestVerifyCopiesAreUnloggedAndRebuildCopiesAreNot(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	lf := newLogFixture(t)
+	lf.history(t, 20)
+	lf.waitProjected(t)
+	// Progress runs on the rebuild's goroutines: it records what it sees, the test checks it afterwards.
+	var mu sync.Mutex
+	seen := map[string][]string{}
+	persistence := func(schema string) func(string, uint64, uint64) {
+		return func(string, uint64, uint64) {
+			var kinds []string
+			err := lf.owner.QueryRow(ctx, `SELECT array_agg(DISTINCT relpersistence::text) FROM pg_class
+				WHERE relnamespace = $1::regnamespace AND relkind = 'r'`, schema).Scan(&kinds)
+			if err != nil {
+				kinds = []string{err.Error()}
+			}
+			mu.Lock()
+			seen[schema] = append(seen[schema], kinds...)
+			mu.Unlock()
+		}
+	}
+	_, err := postgres.Verify(ctx, lf.db.OwnerDSN, lf.log, postgres.RebuildOptions{Progress: persistence("anchorage_verify")})
+	require.NoError(t, err)
+	_, err = postgres.Rebuild(ctx, lf.db.OwnerDSN, "anchorage_api", lf.log, postgres.RebuildOptions{Progress: persistence("anchorage_rebuild")})
+	require.NoError(t, err)
+	require.NotEmpty(t, seen["anchorage_verify"])
+	require.NotEmpty(t, seen["anchorage_rebuild"])
+	for schema, want := range map[string]string{"anchorage_verify": "u", "anchorage_rebuild": "p"} {
+		for _, k := range seen[schema] {
+			require.Equal(t, want, k, schema)
+		}
+	}
+}
+
 // schemaShape lists the public schema's indexes, constraints, storage options and triggers, by table, as definitions.
 func schemaShape(t *testing.T, lf *logFixture) []string {
 	t.Helper()
@@ -305,7 +341,7 @@ UNION ALL
 SELECT 'constraint ' || conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid)
 FROM pg_constraint WHERE connamespace = 'public'::regnamespace
 UNION ALL
-SELECT 'options ' || c.relname || ' ' || coalesce(array_to_string(c.reloptions, ','), '') || ' toast ' || coalesce(array_to_string(tc.reloptions, ','), '')
+SELECT 'options ' || c.relname || ' ' || c.relpersistence::text || ' ' || coalesce(array_to_string(c.reloptions, ','), '') || ' toast ' || coalesce(array_to_string(tc.reloptions, ','), '')
 FROM pg_class c LEFT JOIN pg_class tc ON tc.oid = c.reltoastrelid
 WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'i')
 UNION ALL
