@@ -624,6 +624,18 @@ func (sh *shadow) catchUp(ctx context.Context, src RebuildSource, until func(str
 		l.ch = make(chan []events.Record, 2)
 		wg.Go(func() {
 			prev := l.from
+			// A copy loaded from scratch by a projector that can hold its whole load in one transaction.
+			if b, ok := l.p.(bulkLoader); ok && l.from == 0 {
+				if err := b.BeginBulk(ctx, sh.schema); err != nil {
+					cancel(fmt.Errorf("rebuild %s: %w", l.p.Name(), err))
+				} else {
+					defer func() {
+						if err := b.EndBulk(ctx, ctx.Err() == nil); err != nil {
+							cancel(fmt.Errorf("rebuild %s: commit its load: %w", l.p.Name(), err))
+						}
+					}()
+				}
+			}
 			for recs := range l.ch {
 				if ctx.Err() != nil {
 					continue // drain
@@ -701,6 +713,14 @@ func (sh *shadow) catchUp(ctx context.Context, src RebuildSource, until func(str
 // must be exactly Apply's.
 type bulkApplier interface {
 	ApplyBulk(ctx context.Context, prev uint64, recs []events.Record) error
+}
+
+// bulkLoader is a bulkApplier that can load a fresh copy from scratch in one transaction (see
+// AuditProjector.BeginBulk): BeginBulk before the first batch, EndBulk after the last, committing or not.
+type bulkLoader interface {
+	bulkApplier
+	BeginBulk(ctx context.Context, schema string) error
+	EndBulk(ctx context.Context, commit bool) error
 }
 
 // swap moves the copies in. It locks the live checkpoints of the rebuilt projections (the live projector

@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -326,6 +327,86 @@ func TestVerifyCopiesAreUnloggedAndRebuildCopiesAreNot(t *testing.T) {
 			require.Equal(t, want, k, schema)
 		}
 	}
+}
+
+// A rebuild loads the audit trail's copy in one transaction opened by TRUNCATE (so that, with wal_level =
+// minimal, its rows are not also written to the WAL): while it loads, that transaction holds the copy's
+// ACCESS EXCLUSIVE lock. Afterwards the trail equals the log's.
+func TestRebuildLoadsTheAuditTrailInOneTransaction(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	lf := newLogFixture(t)
+	lf.history(t, 30)
+	lf.waitProjected(t)
+	var mu sync.Mutex
+	var held []bool
+	progress := func(projection string, _, _ uint64) {
+		if projection != postgres.ProjectionAudit {
+			return
+		}
+		var locked bool
+		err := lf.owner.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks
+			WHERE relation = 'anchorage_rebuild.audit_events'::regclass AND mode = 'AccessExclusiveLock' AND granted)`).Scan(&locked)
+		mu.Lock()
+		held = append(held, err == nil && locked)
+		mu.Unlock()
+	}
+	_, err := postgres.Rebuild(ctx, lf.db.OwnerDSN, "anchorage_api", lf.log, postgres.RebuildOptions{Batch: 7, Progress: progress})
+	require.NoError(t, err)
+	require.Greater(t, len(held), 3, "several batches")
+	for i, h := range held {
+		require.True(t, h, "batch %d of the audit trail's load: the load's transaction holds the copy", i)
+	}
+	rep, err := postgres.Verify(ctx, lf.db.OwnerDSN, lf.log, postgres.RebuildOptions{Batch: 5})
+	require.NoError(t, err)
+	require.Empty(t, rep.Differences)
+	require.Positive(t, rep.Checked["audit_events"])
+}
+
+// failingSource is a log whose reads fail after a number of batches.
+type failingSource struct {
+	postgres.RebuildSource
+	batches int
+}
+
+var errReadBroke = errors.New("the log's read broke")
+
+func (f failingSource) ReadUntil(ctx context.Context, from, until uint64, filters []string, maxBatch int, fn func([]events.Record) error) error {
+	n := 0
+	return f.RebuildSource.ReadUntil(ctx, from, until, filters, maxBatch, func(recs []events.Record) error {
+		if n++; n > f.batches {
+			return errReadBroke
+		}
+		return fn(recs)
+	})
+}
+
+// A rebuild whose read fails halfway through the audit trail's load returns the failure (its load rolled back,
+// its connection given back: it does not hang), replaces nothing, and the next rebuild succeeds.
+func TestRebuildFailingMidLoadReplacesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	lf := newLogFixture(t)
+	lf.history(t, 30)
+	lf.waitProjected(t)
+	before := schemaShape(t, lf)
+	done := make(chan error, 1)
+	go func() {
+		_, err := postgres.Rebuild(ctx, lf.db.OwnerDSN, "anchorage_api", failingSource{lf.log, 3}, postgres.RebuildOptions{Batch: 5})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, errReadBroke)
+	case <-time.After(time.Minute):
+		t.Fatal("the failed rebuild still runs after a minute")
+	}
+	require.Equal(t, before, schemaShape(t, lf))
+	rep, err := postgres.Verify(ctx, lf.db.OwnerDSN, lf.log, postgres.RebuildOptions{})
+	require.NoError(t, err)
+	require.Empty(t, rep.Differences)
+	_, err = postgres.Rebuild(ctx, lf.db.OwnerDSN, "anchorage_api", lf.log, postgres.RebuildOptions{Batch: 5})
+	require.NoError(t, err)
 }
 
 // schemaShape lists the public schema's indexes, constraints, storage options and triggers, by table, as definitions.
