@@ -143,11 +143,15 @@ func (p *AuditProjector) ApplyBulk(ctx context.Context, prev uint64, recs []even
 	}
 	next := *p.clock
 	data := auditCopyData(auditRows(recs, &next))
+	copySQL := auditCopySQL
+	if p.load != nil {
+		copySQL = auditCopyFreezeSQL
+	}
 	load := func(tx pgx.Tx) error {
 		if err := queries.CheckpointAdvanceOrFail(ctx, tx, dbsqlc.CheckpointAdvanceOrFailParams{Name: ProjectionAudit, Prev: int64(prev), Next: int64(recs[len(recs)-1].Seq)}); err != nil {
 			return err
 		}
-		tag, err := tx.Conn().PgConn().CopyFrom(ctx, bytes.NewReader(data), auditCopySQL)
+		tag, err := tx.Conn().PgConn().CopyFrom(ctx, bytes.NewReader(data), copySQL)
 		if err == nil && tag.RowsAffected() != int64(len(recs)) {
 			err = fmt.Errorf("audit COPY stored %d rows of %d", tag.RowsAffected(), len(recs))
 		}
@@ -246,6 +250,12 @@ var auditCopyColumns = []string{"seq", "at", "subject", "type", "version", "acto
 // auditCopySQL loads AuditInsert's rows, with its conversions (empty values are NULL), in COPY's binary format
 // as auditCopyData writes it.
 var auditCopySQL = "COPY audit_events (" + strings.Join(auditCopyColumns, ", ") + ") FROM STDIN (FORMAT binary)"
+
+// auditCopyFreezeSQL is auditCopySQL for a bulk load (BeginBulk), whose transaction truncated the table: its
+// rows are written frozen and its pages marked all-visible, so autovacuum finds nothing to do on the trail a
+// rebuild swaps in (it would otherwise read all of it soon after, and again to freeze it), and index-only
+// scans work at once.
+var auditCopyFreezeSQL = strings.Replace(auditCopySQL, "(FORMAT binary)", "(FORMAT binary, FREEZE)", 1)
 
 // auditCopyData encodes rows in COPY's binary format for auditCopySQL. Written by hand: every column's type is
 // fixed, and pgx's generic encoding (a type lookup and an interface conversion per value) was an eighth of a
