@@ -13,6 +13,14 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
+// nodeConfig is what the load tool reads of a node's anchorage.yaml.
+type nodeConfig struct {
+	Postgres struct {
+		URL    string `yaml:"url"`
+		APIURL string `yaml:"apiURL"`
+	} `yaml:"postgres"`
+}
+
 // explain writes EXPLAIN (ANALYZE, BUFFERS) of every API query, run as the API role under RLS, to path.
 func (n *node) explain(path string, pins int64) error {
 	ctx := context.Background()
@@ -20,11 +28,7 @@ func (n *node) explain(path string, pins int64) error {
 	if err != nil {
 		return err
 	}
-	var cfg struct {
-		Postgres struct {
-			APIURL string `yaml:"apiURL"`
-		} `yaml:"postgres"`
-	}
+	var cfg nodeConfig
 	if err := yaml.Unmarshal(b, &cfg); err != nil {
 		return err
 	}
