@@ -50,7 +50,10 @@ const (
 	wirePull     = 4096             // messages per pull request; two are outstanding
 	wireExpires  = 30 * time.Second // a pull request's life on the server
 	wireStall    = 30 * time.Second // no byte for this long ends the wire read
-	wireSlabSize = 1 << 20          // bodies, headers and subjects are copied into slabs of this size
+	wireSlabSize = 1 << 20          // bodies and headers are copied into slabs of this size
+	// wireSubjectSize is room for a batch's subjects per message: anchorage's are up to 111 bytes
+	// (place.<node>.<org>.<request>); a longer one only makes the buffer grow.
+	wireSubjectSize = 112
 )
 
 // errWireUnsupported: the log's connection is of a kind the wire read does not speak (TLS, nkeys, JWTs,
@@ -542,7 +545,8 @@ type wireBatch struct {
 }
 
 func newWireBatch(maxBatch int) *wireBatch {
-	return &wireBatch{msgs: make([]RawMsg, 0, maxBatch), slab: make([]byte, 0, wireSlabSize), spans: make([][2]int, 0, maxBatch)}
+	return &wireBatch{msgs: make([]RawMsg, 0, maxBatch), slab: make([]byte, 0, wireSlabSize), spans: make([][2]int, 0, maxBatch),
+		subj: make([]byte, 0, maxBatch*wireSubjectSize)}
 }
 
 // take returns n bytes of the slab (a slab of its own when n does not fit).

@@ -262,7 +262,12 @@ var auditCopyFreezeSQL = strings.Replace(auditCopySQL, "(FORMAT binary)", "(FORM
 // rebuild's client CPU.
 func auditCopyData(r auditParams) []byte {
 	n := len(r.Seqs)
-	b := make([]byte, 0, 19+n*200)
+	size := 21 // header and trailer
+	for i := range n {
+		// Per row: its field count, 13 lengths, the fixed-size values (8+8+4+16+16+8+16) and the variable ones.
+		size += 2 + 13*4 + 76 + len(r.Subjects[i]) + len(r.Types[i]) + len(r.Actors[i]) + len(r.Corrs[i]) + len(r.CidKeys[i]) + len(r.Datas[i])
+	}
+	b := make([]byte, 0, size) // exact or a little over: no growing and copying as it fills
 	b = append(b, "PGCOPY\n\xff\r\n\x00"...)
 	b = binary.BigEndian.AppendUint32(b, 0) // flags
 	b = binary.BigEndian.AppendUint32(b, 0) // header extension
