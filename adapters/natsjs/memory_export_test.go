@@ -25,7 +25,7 @@ func SetWireDropAfter(l *EventLog, n uint64) { l.wireDropAfter = n }
 // Wire parsers, for their tests.
 var (
 	ParseMsgArgs      = parseMsgArgs
-	WireAckPositions  = wireAckPositions
+	WireAckPositions  = ackSubjectPositions[[]byte]
 	WireStatusCode    = statusCode
 	AckPositionsOfStr = ackPositions
 )

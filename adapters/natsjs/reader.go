@@ -540,13 +540,20 @@ func position(m jetstream.Msg) (seq, pending uint64, err error) {
 // ackPositions reads a delivered message's stream sequence and the count of messages pending after it from its
 // ack subject, without the allocations of Metadata (which parses every field): it runs once per message of a
 // replay. ok is false for a subject it does not recognise; Metadata then decides.
+func ackPositions(reply string) (seq, pending uint64, ok bool) {
+	seq, _, pending, ok = ackSubjectPositions(reply)
+	return seq, pending, ok
+}
+
+// ackSubjectPositions reads the stream sequence, the consumer's delivery sequence and the count pending from an
+// ack subject, as a string (the NATS client's reply) or as bytes (the wire read's, in its read buffer):
 //
 //	v1: $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>
 //	v2: $JS.ACK.<domain>.<account hash>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>[.<token>…]
-func ackPositions(reply string) (seq, pending uint64, ok bool) {
+func ackSubjectPositions[T string | []byte](reply T) (sseq, cseq, pending uint64, ok bool) {
 	const v1Tokens, v2MinTokens = 9, 11
-	if !strings.HasPrefix(reply, "$JS.ACK.") {
-		return 0, 0, false
+	if len(reply) < 8 || string(reply[:8]) != "$JS.ACK." {
+		return 0, 0, 0, false
 	}
 	var dots [12]int // positions of the first dots
 	n := 0
@@ -559,25 +566,27 @@ func ackPositions(reply string) (seq, pending uint64, ok bool) {
 			n++
 		}
 	}
-	tokens := n + 1               // when n == len(dots), at least that many
-	token := func(k int) string { // the k-th token (0-based); k >= 1
+	tokens := n + 1          // when n == len(dots), at least that many
+	token := func(k int) T { // the k-th token (0-based); k >= 1
 		end := len(reply)
 		if k < n {
 			end = dots[k]
 		}
 		return reply[dots[k-1]+1 : end]
 	}
-	var si, pi int
+	var si int
 	switch {
 	case tokens == v1Tokens:
-		si, pi = 5, 8
+		si = 5
 	case tokens >= v2MinTokens:
-		si, pi = 7, 10
+		si = 7
 	default:
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
-	var err1, err2 error
-	seq, err1 = strconv.ParseUint(token(si), 10, 64)
-	pending, err2 = strconv.ParseUint(token(pi), 10, 64)
-	return seq, pending, err1 == nil && err2 == nil
+	var err1, err2, err3 error
+	// The conversions do not allocate: a short string that does not escape is built on the stack.
+	sseq, err1 = strconv.ParseUint(string(token(si)), 10, 64)
+	cseq, err2 = strconv.ParseUint(string(token(si+1)), 10, 64)
+	pending, err3 = strconv.ParseUint(string(token(si+3)), 10, 64)
+	return sseq, cseq, pending, err1 == nil && err2 == nil && err3 == nil
 }

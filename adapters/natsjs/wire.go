@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/url"
-	"strconv"
 	"sync"
 	"time"
 
@@ -364,7 +363,7 @@ func (w *wireConn) pull(inbox, consumer string, from, until uint64, local []stri
 			}
 			continue
 		}
-		sseq, dseq, pending, ok := wireAckPositions(reply)
+		sseq, dseq, pending, ok := ackSubjectPositions(reply)
 		if !ok {
 			return fail(wireFailed("unexpected reply subject %q", reply))
 		}
@@ -481,58 +480,6 @@ func statusCode(hdr []byte) string {
 		return ""
 	}
 	return string(rest[:3])
-}
-
-// wireAckPositions is ackPositions over bytes, with the consumer's delivery sequence too.
-//
-//	v1: $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>
-//	v2: $JS.ACK.<domain>.<account hash>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>[.<token>…]
-func wireAckPositions(reply []byte) (sseq, cseq, pending uint64, ok bool) {
-	const v1Tokens, v2MinTokens = 9, 11
-	if !bytes.HasPrefix(reply, []byte("$JS.ACK.")) {
-		return 0, 0, 0, false
-	}
-	var dots [12]int
-	n := 0
-	for i, c := range reply {
-		if c == '.' {
-			if n == len(dots) {
-				break
-			}
-			dots[n] = i
-			n++
-		}
-	}
-	tokens := n + 1
-	token := func(k int) []byte {
-		end := len(reply)
-		if k < n {
-			end = dots[k]
-		}
-		return reply[dots[k-1]+1 : end]
-	}
-	var si int
-	switch {
-	case tokens == v1Tokens:
-		si = 5
-	case tokens >= v2MinTokens:
-		si = 7
-	default:
-		return 0, 0, 0, false
-	}
-	var ok1, ok2, ok3 bool
-	sseq, ok1 = parseUint(token(si))
-	cseq, ok2 = parseUint(token(si + 1))
-	pending, ok3 = parseUint(token(si + 3))
-	return sseq, cseq, pending, ok1 && ok2 && ok3
-}
-
-func parseUint(b []byte) (uint64, bool) {
-	if len(b) == 0 || len(b) > 20 {
-		return 0, false
-	}
-	v, err := strconv.ParseUint(string(b), 10, 64) // no allocation: the conversion does not escape
-	return v, err == nil
 }
 
 // wireBatch is one batch being cut: its messages' bodies and headers in slabs, their subjects in a buffer that

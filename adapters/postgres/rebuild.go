@@ -117,13 +117,11 @@ type shadow struct {
 	// indexes are the live tables' indexes as recreated on the copies: read once by create, which builds the
 	// early ones, and built by finish.
 	indexes []indexDef
-	// keysOnly: finish builds the primary keys and unique constraints only, not the secondary indexes. Verify's
-	// copies are compared row by row on their primary keys and never serve a query.
-	keysOnly bool
-	// unlogged: the copies are UNLOGGED tables, written without WAL. Verify's are scratch, dropped after the
-	// comparison: a crash loses nothing of value, and loading them skips writing their rows twice (the audit
-	// trail's copy alone is about 500 MB of WAL per million events).
-	unlogged bool
+	// scratch: the copies are verify's, compared row by row on their primary keys and then dropped. finish
+	// builds their primary keys and unique constraints only, not the secondary indexes (they never serve a
+	// query), and they are UNLOGGED: a crash loses nothing of value, and loading them skips writing their rows
+	// twice (the audit trail's copy alone is about 500 MB of WAL per million events).
+	scratch bool
 }
 
 // newShadow prepares a shadow schema; scratch copies (verify's) are unlogged and get only their keys.
@@ -138,7 +136,7 @@ func newShadow(ctx context.Context, ownerDSN, apiRole, schema string, opts Rebui
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	sh := &shadow{schema: schema, apiRole: apiRole, opts: opts, log: opts.Logger, progress: map[string]uint64{}, seen: map[string]uint64{},
-		keysOnly: scratch, unlogged: scratch}
+		scratch: scratch}
 	var err error
 	if sh.owner, err = OpenOwnerPool(ctx, ownerDSN, 4); err != nil {
 		return nil, err
@@ -234,7 +232,7 @@ func (sh *shadow) create(ctx context.Context) error {
 	// A rebuild that stopped between its swap and the drop of the replaced tables left them in the retired schema.
 	stmts := []string{"DROP SCHEMA IF EXISTS " + s + " CASCADE", "DROP SCHEMA IF EXISTS " + pgx.Identifier{sh.retired()}.Sanitize() + " CASCADE", "CREATE SCHEMA " + s}
 	unlogged := ""
-	if sh.unlogged {
+	if sh.scratch {
 		unlogged = "UNLOGGED "
 	}
 	for _, t := range append(sh.tables(), "projection_checkpoints") {
@@ -453,7 +451,7 @@ SELECT org_id, kv, status, pos / 1024, count(*) FROM %[1]s.pin_meta GROUP BY 1, 
 		if x.early() {
 			continue // built by create
 		}
-		if sh.keysOnly && x.constraint == "" {
+		if sh.scratch && x.constraint == "" {
 			continue
 		}
 		t := &finishTask{name: "index " + x.name, deps: loads[x.table], run: func(ctx context.Context, c *pgxpool.Conn) error {

@@ -21,15 +21,21 @@ type nodeConfig struct {
 	} `yaml:"postgres"`
 }
 
+// config reads the node's anchorage.yaml.
+func (n *node) config() (nodeConfig, error) {
+	var cfg nodeConfig
+	b, err := os.ReadFile(filepath.Join(n.dir, "anchorage.yaml"))
+	if err == nil {
+		err = yaml.Unmarshal(b, &cfg)
+	}
+	return cfg, err
+}
+
 // explain writes EXPLAIN (ANALYZE, BUFFERS) of every API query, run as the API role under RLS, to path.
 func (n *node) explain(path string, pins int64) error {
 	ctx := context.Background()
-	b, err := os.ReadFile(filepath.Join(n.dir, "anchorage.yaml"))
+	cfg, err := n.config()
 	if err != nil {
-		return err
-	}
-	var cfg nodeConfig
-	if err := yaml.Unmarshal(b, &cfg); err != nil {
 		return err
 	}
 	pool, err := postgres.OpenAPIPool(ctx, cfg.Postgres.APIURL, 2)

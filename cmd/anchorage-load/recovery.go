@@ -18,7 +18,6 @@ import (
 	"github.com/anchorage-pin/anchorage/adapters/natsjs"
 	"github.com/anchorage-pin/anchorage/adapters/postgres"
 	"github.com/anchorage-pin/anchorage/events"
-	"go.yaml.in/yaml/v3"
 )
 
 // recoveryBench measures what recovery costs on the node's whole log: a raw replay (read every message, decode
@@ -127,11 +126,7 @@ func (n *node) recoveryBench(bin string) (*node, error) {
 // against 217-336k otherwise). An operator's replay may meet one, but the figures are the replay's own.
 func (n *node) awaitAutovacuum(before string) {
 	ctx := context.Background()
-	b, err := os.ReadFile(filepath.Join(n.dir, "anchorage.yaml"))
-	var cfg nodeConfig
-	if err == nil {
-		err = yaml.Unmarshal(b, &cfg)
-	}
+	cfg, err := n.config()
 	if err != nil || cfg.Postgres.URL == "" {
 		fmt.Printf("  (not waiting for autovacuum before %s: no PostgreSQL URL in the node's config: %v)\n", before, err)
 		return
