@@ -32,6 +32,19 @@ func (n *node) seed(count int, queued bool) error {
 	}
 	defer closeLog()
 	org := domain.OrgIDForSlug("dev")
+	// The placements carry the scheduler's current term: every reader ignores a placement of a term older than
+	// the last one started (the fence against deposed schedulers), so term-0 placements would be no-ops and the
+	// pins would all stay queued.
+	term := uint64(0)
+	if last, ok, err := log.LoadLast(ctx, events.SchedTerm); err != nil {
+		return err
+	} else if ok {
+		ts, isTerm := last.Event.(events.SchedTermStarted)
+		if !isTerm {
+			return fmt.Errorf("seed: last event on %s is %s", events.SchedTerm, last.Type)
+		}
+		term = ts.Term
+	}
 	base := time.Now().Add(-time.Duration(count+1000) * time.Millisecond).Truncate(time.Millisecond)
 	start := time.Now()
 	const chunk = 2000
@@ -53,7 +66,7 @@ func (n *node) seed(count int, queued bool) error {
 			if err != nil {
 				return err
 			}
-			placed, err := env(events.PinPlaced{OrgID: org, RequestID: id, NodeID: "seed", CID: cid})
+			placed, err := env(events.PinPlaced{OrgID: org, RequestID: id, NodeID: "seed", CID: cid, Term: term})
 			if err != nil {
 				return err
 			}
