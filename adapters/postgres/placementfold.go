@@ -2,11 +2,13 @@ package postgres
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/anchorage-pin/anchorage/adapters/postgres/internal/dbsqlc"
 	"github.com/anchorage-pin/anchorage/events"
 	"github.com/anchorage-pin/anchorage/projections"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 )
 
 type placementKey struct {
@@ -29,7 +31,9 @@ type placementFold struct {
 	// what it has read from the log, fenced on the pin's own subject), so a pin requested in this batch has no
 	// placement from before it that the batch did not see.
 	derived map[pinKey]bool
-	byPin   map[pinKey][]placementKey // built by derive
+	// byPin lists each pin's placements in order: removed and derive look a pin's up without a pass over them
+	// all (a rebuild folds batches of a hundred thousand events and more).
+	byPin map[pinKey][]placementKey
 }
 
 type plChange struct {
@@ -58,7 +62,8 @@ func (f *placementFold) writes() (placements, pins int) {
 }
 
 func newPlacementFold() *placementFold {
-	return &placementFold{state: map[placementKey]*plChange{}, observes: map[placementKey]*plObserve{}, touched: map[pinKey]bool{}}
+	return &placementFold{state: map[placementKey]*plChange{}, observes: map[placementKey]*plObserve{}, touched: map[pinKey]bool{},
+		byPin: map[pinKey][]placementKey{}}
 }
 
 func (f *placementFold) touch(k pinKey) {
@@ -74,6 +79,7 @@ func (f *placementFold) change(k placementKey) *plChange {
 		c = &plChange{}
 		f.state[k] = c
 		f.order = append(f.order, k)
+		f.byPin[k.pin] = append(f.byPin[k.pin], k)
 	}
 	return c
 }
@@ -115,22 +121,32 @@ func (f *placementFold) observed(k placementKey, status int16, info []byte, plac
 // removed notes that a pin request was removed or replaced (by replacedBy): placements of it decided earlier in
 // this batch are gone too, exactly as if they had been applied before the removal.
 func (f *placementFold) removed(k pinKey, replacedBy uuid.UUID) {
-	for _, pk := range f.order {
-		if c := f.state[pk]; pk.pin == k && !c.del {
+	for _, pk := range f.byPin[k] {
+		if c := f.state[pk]; !c.del {
 			c.gone, c.replaced = true, replacedBy
 		}
 	}
 }
 
-func (f *placementFold) apply(ctx context.Context, db dbsqlc.DBTX) error {
+// apply writes the fold. With copier (a rebuild's bulk transaction: see PinsProjector.ApplyBulk), the
+// placements of the pins the batch requested (fresh) are written with COPY instead of PlacementsUpsert: none of
+// them can exist yet (a pin has no placement older than its request), so each is an insert, and its pin_gone is
+// what PlacementsUpsert would make of it, with live telling whether its pin exists once the batch's pins are
+// written.
+func (f *placementFold) apply(ctx context.Context, db dbsqlc.DBTX, copier pgx.Tx, fresh map[pinKey]bool, live func(pinKey) bool) error {
 	var del dbsqlc.PlacementsDeleteParams
 	var up dbsqlc.PlacementsUpsertParams
+	var copied []placementKey
 	for _, k := range f.order {
 		c := f.state[k]
 		if c.del {
 			del.OrgIds = append(del.OrgIds, k.pin.org)
 			del.RequestIds = append(del.RequestIds, k.pin.id)
 			del.NodeIds = append(del.NodeIds, k.node)
+			continue
+		}
+		if copier != nil && fresh[k.pin] {
+			copied = append(copied, k)
 			continue
 		}
 		up.OrgIds = append(up.OrgIds, k.pin.org)
@@ -153,6 +169,11 @@ func (f *placementFold) apply(ctx context.Context, db dbsqlc.DBTX) error {
 	}
 	if len(up.OrgIds) > 0 {
 		if err := queries.PlacementsUpsert(ctx, db, up); err != nil {
+			return err
+		}
+	}
+	if len(copied) > 0 {
+		if err := f.copy(ctx, copier, copied, live); err != nil {
 			return err
 		}
 	}
@@ -188,6 +209,45 @@ func (f *placementFold) apply(ctx context.Context, db dbsqlc.DBTX) error {
 	return nil
 }
 
+var placementsCopyColumns = []string{"org_id", "request_id", "node_id", "cid", "status", "info", "placed_seq", "term",
+	"moved_from", "pin_gone", "replaced_by", "last_seq"}
+
+// copy inserts the placements ks with COPY, as PlacementsUpsert would have (empty strings and the zero UUID
+// stand for NULL; a placement of a pin that does not exist is gone), and counts them on their nodes.
+func (f *placementFold) copy(ctx context.Context, tx pgx.Tx, ks []placementKey, live func(pinKey) bool) error {
+	var zero uuid.UUID
+	n, err := tx.CopyFrom(ctx, pgx.Identifier{"placements"}, placementsCopyColumns, pgx.CopyFromSlice(len(ks), func(i int) ([]any, error) {
+		k := ks[i]
+		c := f.state[k]
+		var replaced any
+		if c.replaced != zero {
+			replaced = c.replaced
+		}
+		return []any{k.pin.org, k.pin.id, k.node, c.cid, c.status, jsonbOrNull(c.info), int64(c.placedSeq), int64(c.term),
+			textOrNull(c.movedFrom), c.gone || !live(k.pin), replaced, int64(c.seq)}, nil
+	}))
+	if err != nil {
+		return err
+	}
+	if n != int64(len(ks)) {
+		return fmt.Errorf("placements COPY stored %d rows of %d", n, len(ks))
+	}
+	perNode := map[string]int64{}
+	var nodes []string
+	for _, k := range ks {
+		if perNode[k.node] == 0 {
+			nodes = append(nodes, k.node)
+		}
+		perNode[k.node]++
+	}
+	var prm dbsqlc.NodesPlacedAddParams
+	for _, node := range nodes {
+		prm.NodeIds = append(prm.NodeIds, node)
+		prm.Ns = append(prm.Ns, perNode[node])
+	}
+	return queries.NodesPlacedAdd(ctx, tx, prm)
+}
+
 // derive returns what PinsRederive would make of pin k from this batch's placements of it alone: its status,
 // info, placed node ("" for none) and replica count. ok is false when the pin has several live placements in
 // the batch (their order is the database's collation's, so PinsRederive decides). It is asked only about pins
@@ -195,12 +255,6 @@ func (f *placementFold) apply(ctx context.Context, db dbsqlc.DBTX) error {
 func (f *placementFold) derive(k pinKey) (status int16, info []byte, node string, replicas int16, ok bool) {
 	if !f.touched[k] {
 		return int16(projections.StatusQueued), nil, "", 0, true
-	}
-	if f.byPin == nil {
-		f.byPin = make(map[pinKey][]placementKey, len(f.pinOrder))
-		for _, pk := range f.order {
-			f.byPin[pk.pin] = append(f.byPin[pk.pin], pk)
-		}
 	}
 	var live *plChange
 	for _, pk := range f.byPin[k] {

@@ -43,7 +43,8 @@ type RebuildOptions struct {
 	Only []string
 	// Progress is called as events are applied: done and total events so far.
 	Progress func(projection string, done, total uint64)
-	// Batch is the number of events per projection transaction (default 10000).
+	// Batch is the number of events per projection transaction (default 10000, or the projector's own
+	// RebuildBatch when it has one).
 	Batch  int
 	Logger *slog.Logger
 	// Projectors builds the projectors to run against a pool (default: Projectors, without their statistics
@@ -122,10 +123,15 @@ type shadow struct {
 	// query), and they are UNLOGGED: a crash loses nothing of value, and loading them skips writing their rows
 	// twice (the audit trail's copy alone is about 500 MB of WAL per million events).
 	scratch bool
+	// fixedBatch: the options set Batch, and every projection gets it (tests vary it); otherwise a projector
+	// with a RebuildBatch gets that.
+	fixedBatch bool
 }
 
 // newShadow prepares a shadow schema; scratch copies (verify's) are unlogged and get only their keys.
 func newShadow(ctx context.Context, ownerDSN, apiRole, schema string, opts RebuildOptions, scratch bool) (*shadow, error) {
+	sh := &shadow{schema: schema, apiRole: apiRole, progress: map[string]uint64{}, seen: map[string]uint64{},
+		scratch: scratch, fixedBatch: opts.Batch > 0}
 	if opts.Batch <= 0 {
 		opts.Batch = 10000
 	}
@@ -135,8 +141,7 @@ func newShadow(ctx context.Context, ownerDSN, apiRole, schema string, opts Rebui
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	sh := &shadow{schema: schema, apiRole: apiRole, opts: opts, log: opts.Logger, progress: map[string]uint64{}, seen: map[string]uint64{},
-		scratch: scratch}
+	sh.opts, sh.log = opts, opts.Logger
 	var err error
 	if sh.owner, err = OpenOwnerPool(ctx, ownerDSN, 4); err != nil {
 		return nil, err
@@ -581,6 +586,7 @@ func (sh *shadow) catchUp(ctx context.Context, src RebuildSource, until func(str
 		p        projections.Projector
 		filters  []string
 		from, to uint64
+		batch    int
 		pending  []events.Record
 		ch       chan []events.Record
 	}
@@ -600,7 +606,11 @@ func (sh *shadow) catchUp(ctx context.Context, src RebuildSource, until func(str
 		if from >= to {
 			continue
 		}
-		lanes = append(lanes, &lane{p: p, filters: p.Filters(), from: from, to: to})
+		batch := sh.opts.Batch
+		if fb, ok := p.(foldBatcher); ok && !sh.fixedBatch {
+			batch = fb.RebuildBatch()
+		}
+		lanes = append(lanes, &lane{p: p, filters: p.Filters(), from: from, to: to, batch: batch})
 		for _, f := range p.Filters() {
 			if !slices.Contains(filters, f) {
 				filters = append(filters, f)
@@ -619,7 +629,11 @@ func (sh *shadow) catchUp(ctx context.Context, src RebuildSource, until func(str
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	for _, l := range lanes {
+		// A few batches buffered, but one at most of a lane with large batches (memory).
 		l.ch = make(chan []events.Record, 2)
+		if l.batch > sh.opts.Batch {
+			l.ch = make(chan []events.Record, 1)
+		}
 		wg.Go(func() {
 			prev := l.from
 			// A copy loaded from scratch by a projector that can hold its whole load in one transaction.
@@ -676,10 +690,10 @@ func (sh *shadow) catchUp(ctx context.Context, src RebuildSource, until func(str
 			for _, r := range recs {
 				if r.Seq > l.from && r.Seq <= l.to && events.MatchesAny(l.filters, r.Subject) {
 					if l.pending == nil {
-						l.pending = make([]events.Record, 0, sh.opts.Batch)
+						l.pending = make([]events.Record, 0, min(l.batch, 1<<16))
 					}
 					l.pending = append(l.pending, r)
-					if len(l.pending) == sh.opts.Batch && !send(l) {
+					if len(l.pending) == l.batch && !send(l) {
 						return context.Cause(ctx)
 					}
 				}
@@ -711,6 +725,12 @@ func (sh *shadow) catchUp(ctx context.Context, src RebuildSource, until func(str
 // must be exactly Apply's.
 type bulkApplier interface {
 	ApplyBulk(ctx context.Context, prev uint64, recs []events.Record) error
+}
+
+// foldBatcher is a projector that folds a batch in memory before writing it and writes less the more of a
+// row's events one batch holds (PinsProjector): a rebuild gives it batches of RebuildBatch events.
+type foldBatcher interface {
+	RebuildBatch() int
 }
 
 // bulkLoader is a bulkApplier that can load a fresh copy from scratch in one transaction (see

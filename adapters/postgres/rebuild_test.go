@@ -75,7 +75,8 @@ func (lf *logFixture) waitProjected(t *testing.T) {
 	}, 10*time.Second, 10*time.Millisecond)
 }
 
-// history writes a history with every kind of event the read models fold.
+// history writes a history with every kind of event the read models fold, and returns the request ids of the
+// pins it leaves live.
 func (lf *logFixture) history(t *testing.T, pins int) []string {
 	t.Helper()
 	lf.append(t, events.OrgSubject(orgA), events.OrgCreated{OrgID: orgA, Slug: "org-a"})
@@ -105,6 +106,42 @@ func (lf *logFixture) history(t *testing.T, pins int) []string {
 		}
 		if i%9 == 4 {
 			lf.append(t, events.PinSubject(org, id), events.PinRemoved{OrgID: org, RequestID: id})
+			ids = ids[:len(ids)-1]
+		}
+	}
+	// Two replicas (status decided among placements by PinsRederive), a move (moved_from) and an unplace, a
+	// replace whose predecessor's placements wait for release, and a placement on a node that never registered:
+	// in a batch of their own pin's request, or not, depending on the batching.
+	peer2 := "12D3KooWPjceQrSwdWXPyLLeABRXmuqt69Rg3sBYbU1Nft9HyQ6X"
+	lf.append(t, events.NodeSubject("n2"), events.NodeRegistered{NodeID: "n2", PeerID: peer2, Addrs: []string{"/ip4/127.0.0.1/tcp/4002/p2p/" + peer2}})
+	term := uint64(1)
+	for i := 0; i < 6; i++ {
+		org, id, cid := orgA, uuid.NewString(), cids[i%len(cids)]
+		ids = append(ids, id)
+		lf.append(t, events.PinSubject(org, id), events.PinRequested{OrgID: org, RequestID: id, CID: cid, Name: fmt.Sprint("r", i), Created: time.Now()})
+		p1 := lf.append(t, events.PlaceSubject("n1", org, id), events.PinPlaced{OrgID: org, RequestID: id, NodeID: "n1", CID: cid, Term: term})
+		p2 := lf.append(t, events.PlaceSubject("n2", org, id), events.PinPlaced{OrgID: org, RequestID: id, NodeID: "n2", CID: cid, Term: term})
+		lf.append(t, events.PlaceSubject("n1", org, id), events.PinStatusObserved{OrgID: org, RequestID: id, NodeID: "n1", CID: cid, Status: []string{"pinned", "failed", "pinning"}[i%3], PlacedSeq: p1})
+		lf.append(t, events.PlaceSubject("n2", org, id), events.PinStatusObserved{OrgID: org, RequestID: id, NodeID: "n2", CID: cid, Status: "failed", PlacedSeq: p2,
+			Info: map[string]string{"reason": "test"}})
+		switch i % 3 {
+		case 0: // moved from n2 to ghost (never registered), then unplaced from n2; and a pin placed after its removal
+			late := uuid.NewString()
+			lf.append(t, events.PinSubject(org, late), events.PinRequested{OrgID: org, RequestID: late, CID: cid, Created: time.Now()})
+			lf.append(t, events.PinSubject(org, late), events.PinRemoved{OrgID: org, RequestID: late})
+			lf.append(t, events.PlaceSubject("n1", org, late), events.PinPlaced{OrgID: org, RequestID: late, NodeID: "n1", CID: cid, Term: term})
+			lf.append(t, events.PlaceSubject("ghost", org, id), events.PinPlaced{OrgID: org, RequestID: id, NodeID: "ghost", CID: cid, Term: term, MovedFrom: "n2"})
+			lf.append(t, events.PlaceSubject("n2", org, id), events.PinUnplaced{OrgID: org, RequestID: id, NodeID: "n2", CID: cid, Reason: "moved", Term: term})
+		case 1: // replaced; the successor placed on n1
+			next := uuid.NewString()
+			ids[len(ids)-1] = next
+			lf.append(t, events.PinSubject(org, id), events.PinReplaced{OrgID: org, RequestID: id, ReplacedBy: next})
+			lf.append(t, events.PinSubject(org, next), events.PinRequested{OrgID: org, RequestID: next, CID: cids[(i+1)%len(cids)], Replaces: id, Created: time.Now()})
+			lf.append(t, events.PlaceSubject("n1", org, next), events.PinPlaced{OrgID: org, RequestID: next, NodeID: "n1", CID: cids[(i+1)%len(cids)], Term: term})
+		case 2: // a deposed term's placement, ignored
+			term++
+			lf.append(t, events.SchedTerm, events.SchedTermStarted{Term: term, SchedulerID: "n2"})
+			lf.append(t, events.PlaceSubject("n2", orgB, id), events.PinPlaced{OrgID: orgB, RequestID: id, NodeID: "n2", CID: cid, Term: term - 1})
 		}
 	}
 	lf.append(t, events.NodeSubject("n1"), events.NodeCordoned{NodeID: "n1", Reason: "test"})

@@ -226,3 +226,9 @@ SELECT (
        AND q.pos >= (SELECT CASE WHEN lo_bucket < hi_bucket THEN hi_bucket * 1024 ELSE 9223372036854775807 END FROM k)
        AND q.pos < (SELECT hi FROM k))
 )::bigint AS n;
+
+-- name: PinCountsAdd :exec
+-- Adds to the counts of pins written by COPY (a rebuild's copies: see PinsProjector.ApplyBulk).
+INSERT INTO pin_counts (org_id, status, bucket, n)
+SELECT unnest(@org_ids::uuid[]), unnest(@statuses::smallint[]), unnest(@buckets::bigint[]), unnest(@ns::bigint[])
+ON CONFLICT (org_id, status, bucket) DO UPDATE SET n = pin_counts.n + excluded.n;

@@ -24,6 +24,13 @@ UPDATE nodes n SET placed = n.placed + c.n
 FROM (SELECT node_id, count(*) AS n FROM up WHERE inserted GROUP BY node_id) c
 WHERE n.node_id = c.node_id;
 
+-- name: NodesPlacedAdd :exec
+-- Counts placements written by COPY (a rebuild's copies: see PinsProjector.ApplyBulk) on their nodes, as
+-- PlacementsUpsert counts the ones it inserts.
+UPDATE nodes n SET placed = n.placed + c.n
+FROM (SELECT unnest(@node_ids::text[]) AS node_id, unnest(@ns::bigint[]) AS n) c
+WHERE n.node_id = c.node_id;
+
 -- name: PlacementsDelete :exec
 -- Unplaced placements, uncounted from their nodes.
 WITH d AS (

@@ -12,6 +12,30 @@ import (
 	"github.com/google/uuid"
 )
 
+const PinCountsAdd = `-- name: PinCountsAdd :exec
+INSERT INTO pin_counts (org_id, status, bucket, n)
+SELECT unnest($1::uuid[]), unnest($2::smallint[]), unnest($3::bigint[]), unnest($4::bigint[])
+ON CONFLICT (org_id, status, bucket) DO UPDATE SET n = pin_counts.n + excluded.n
+`
+
+type PinCountsAddParams struct {
+	OrgIds   []uuid.UUID
+	Statuses []int16
+	Buckets  []int64
+	Ns       []int64
+}
+
+// Adds to the counts of pins written by COPY (a rebuild's copies: see PinsProjector.ApplyBulk).
+func (q *Queries) PinCountsAdd(ctx context.Context, db DBTX, arg PinCountsAddParams) error {
+	_, err := db.Exec(ctx, PinCountsAdd,
+		arg.OrgIds,
+		arg.Statuses,
+		arg.Buckets,
+		arg.Ns,
+	)
+	return err
+}
+
 const PinGet = `-- name: PinGet :one
 
 SELECT q.request_id, q.created, q.status, q.cid, q.name, q.meta, q.origins, q.info,

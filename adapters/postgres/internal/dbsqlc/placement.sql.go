@@ -99,6 +99,24 @@ func (q *Queries) NodeSetState(ctx context.Context, db DBTX, arg NodeSetStatePar
 	return err
 }
 
+const NodesPlacedAdd = `-- name: NodesPlacedAdd :exec
+UPDATE nodes n SET placed = n.placed + c.n
+FROM (SELECT unnest($1::text[]) AS node_id, unnest($2::bigint[]) AS n) c
+WHERE n.node_id = c.node_id
+`
+
+type NodesPlacedAddParams struct {
+	NodeIds []string
+	Ns      []int64
+}
+
+// Counts placements written by COPY (a rebuild's copies: see PinsProjector.ApplyBulk) on their nodes, as
+// PlacementsUpsert counts the ones it inserts.
+func (q *Queries) NodesPlacedAdd(ctx context.Context, db DBTX, arg NodesPlacedAddParams) error {
+	_, err := db.Exec(ctx, NodesPlacedAdd, arg.NodeIds, arg.Ns)
+	return err
+}
+
 const PinsRederive = `-- name: PinsRederive :exec
 WITH t AS (
     SELECT DISTINCT x.org_id, x.request_id
