@@ -99,18 +99,47 @@ func (p *Presence) Keep(ctx context.Context, every time.Duration, status func() 
 	}
 }
 
+// liveStall is how long a listing waits for the watcher's next entry, or for its end-of-initial-values mark,
+// before Live starts it over. The mark can be lost for good: the watcher counts the entries pending when it is
+// created and sends the mark once that many have arrived, but an entry that expires in between is never
+// delivered (nats.go's KV watcher, v1.55.0), and the listing would wait forever. It did: the expiry test hung the
+// suite, and the scheduler's placement asks Live for free space. liveAttempts bounds the fresh starts.
+var liveStall = 2 * time.Second
+
+const liveAttempts = 3
+
+// errLiveStalled is a listing that stopped receiving before it was complete.
+var errLiveStalled = errors.New("natsjs: presence list stalled")
+
 // Live returns the latest status of every node whose entry exists, keyed by node ID.
 func (p *Presence) Live(ctx context.Context) (map[string]NodeStatus, error) {
+	var err error
+	for range liveAttempts {
+		var live map[string]NodeStatus
+		if live, err = p.live(ctx); !errors.Is(err, errLiveStalled) {
+			return live, err
+		}
+		p.log.Warn("presence list stalled; listing again", "bucket", p.bucket, "stall", liveStall)
+	}
+	return nil, fmt.Errorf("%w %d times (%s each)", err, liveAttempts, liveStall)
+}
+
+// live is one listing: the current entries, or errLiveStalled when liveStall passes without the next one.
+func (p *Presence) live(ctx context.Context) (map[string]NodeStatus, error) {
 	w, err := p.kv.WatchAll(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: presence list: %w", err)
 	}
 	defer func() { _ = w.Stop() }()
+	stall := time.NewTimer(liveStall)
+	defer stall.Stop()
 	live := map[string]NodeStatus{}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		case <-stall.C:
+			return nil, errLiveStalled
 		case e, ok := <-w.Updates():
 			if !ok {
 				return nil, errors.New("natsjs: presence list: watcher closed")
@@ -118,6 +147,7 @@ func (p *Presence) Live(ctx context.Context) (map[string]NodeStatus, error) {
 			if e == nil { // all current entries delivered
 				return live, nil
 			}
+			stall.Reset(liveStall)
 			if e.Operation() != jetstream.KeyValuePut {
 				delete(live, e.Key())
 				continue

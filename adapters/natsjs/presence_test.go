@@ -127,3 +127,25 @@ func TestPresenceManyNodesAndKeep(t *testing.T) {
 	require.NoError(t, p.Gone(ctx, "node-007"))
 	require.Empty(t, live(t, p))
 }
+
+// TestPresenceLiveStartsOverWhenTheListingStalls: a watcher that never completes its listing (its pending entry
+// expired before delivery) makes Live list again after the stall, not wait forever; one that never completes
+// makes it fail after its attempts.
+func TestPresenceLiveStartsOverWhenTheListingStalls(t *testing.T) {
+	p := openPresence(t, time.Minute)
+	ctx := context.Background()
+	require.NoError(t, p.Beat(ctx, natsjs.NodeStatus{NodeID: "node-1"}))
+
+	restore := natsjs.StallWatches(p, 2, 100*time.Millisecond)
+	start := time.Now()
+	got, err := p.Live(ctx)
+	require.NoError(t, err)
+	require.Contains(t, got, "node-1")
+	require.GreaterOrEqual(t, time.Since(start), 200*time.Millisecond, "two stalled listings, then a complete one")
+	restore()
+
+	restore = natsjs.StallWatches(p, 100, 50*time.Millisecond)
+	defer restore()
+	_, err = p.Live(ctx)
+	require.ErrorContains(t, err, "stalled 3 times")
+}
