@@ -427,7 +427,10 @@ func (p *PinsProjector) apply(ctx context.Context, prev uint64, recs []events.Re
 
 	var inserts []*newPin
 	inserted := map[pinKey]*newPin{}
-	fresh := map[pinKey]bool{} // requested by this batch (whether or not removed again)
+	var fresh map[pinKey]bool // bulk: the pins requested by this batch (whether or not removed again)
+	if bulk {
+		fresh = map[pinKey]bool{}
+	}
 	metaPairs := 0
 	var deletes []pinKey
 	var gone dbsqlc.PlacementsMarkGoneParams
@@ -483,7 +486,9 @@ func (p *PinsProjector) apply(ctx context.Context, prev uint64, recs []events.Re
 			}
 			inserts = append(inserts, row)
 			inserted[k] = row
-			fresh[k] = true
+			if fresh != nil {
+				fresh[k] = true
+			}
 		case events.PinReplaced, events.PinRemoved:
 			var org, id, by string
 			if rp, ok := e.(events.PinReplaced); ok {
