@@ -32,7 +32,7 @@ type placementFold struct {
 	// placement from before it that the batch did not see.
 	derived map[pinKey]bool
 	// byPin lists each pin's placements in order: removed and derive look a pin's up without a pass over them
-	// all (a rebuild folds batches of a hundred thousand events and more).
+	// all (a rebuild folds batches of 30,000 events: see pinsRebuildBatch).
 	byPin map[pinKey][]placementKey
 }
 
