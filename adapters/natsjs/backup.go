@@ -531,7 +531,7 @@ func (p *importPipe) publish(ctx context.Context, m *exportMsg) error {
 	if m.DataB64 != nil {
 		data = m.DataB64
 	}
-	f, err := p.l.js.PublishMsgAsync(&nats.Msg{Subject: m.Subject, Header: h, Data: data})
+	f, err := p.l.js.PublishMsgAsync(&nats.Msg{Subject: m.Subject, Header: h, Data: data}, jetstream.WithStallWait(bulkStallWait))
 	if err != nil {
 		return fmt.Errorf("publish sequence %d (%s): %w", m.Seq, m.Subject, err)
 	}

@@ -840,6 +840,11 @@ func (l *EventLog) CountSubjects(ctx context.Context, filter string) (int, error
 	return len(subjects), err
 }
 
+// bulkStallWait is how long a bulk append waits for room among the client's unacknowledged publishes (4,000)
+// before it gives up. The client's default, 200 ms, failed a bulk append of a few thousand events whenever the
+// server's acks were slower than that for a moment (a busy machine: it failed a suite run under -race).
+const bulkStallWait = 30 * time.Second
+
 // AppendBulk stores many single-event messages quickly, pipelining them (asynchronous publishes) instead of
 // waiting for each acknowledgement: for imports, seeding and the scheduler's independent decisions, not for
 // commands that depend on each other. Each message still carries its expected-sequence check, so messages must
@@ -852,7 +857,7 @@ func (l *EventLog) AppendBulk(ctx context.Context, msgs []domain.Message) ([]uin
 		if err != nil {
 			return nil, err
 		}
-		f, err := l.js.PublishMsgAsync(&nats.Msg{Subject: m.Subject, Header: header(m), Data: body})
+		f, err := l.js.PublishMsgAsync(&nats.Msg{Subject: m.Subject, Header: header(m), Data: body}, jetstream.WithStallWait(bulkStallWait))
 		if err != nil {
 			return nil, fmt.Errorf("bulk append: %w", err)
 		}

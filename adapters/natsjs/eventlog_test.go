@@ -476,3 +476,31 @@ func TestSubjectCount(t *testing.T) {
 	_, err = l.SubjectCount(ctx, events.AllPins)
 	require.Error(t, err, "a wildcard is refused")
 }
+
+// TestAppendBulkLargerThanThePublishWindow: a bulk append of five times the client's window of unacknowledged
+// publishes (4,000) stores every event once, in order. Whether the acks ever lag past the client's 200 ms stall
+// default is the machine's timing (it failed one suite run under -race with "stalled with too many outstanding
+// async published messages", and did not fail in three runs beside two busy loops without bulkStallWait), so
+// this exercises the path rather than reproducing that failure.
+func TestAppendBulkLargerThanThePublishWindow(t *testing.T) {
+	t.Parallel()
+	_, l := natstest.Log(t)
+	ctx := context.Background()
+	org := uuid.NewString()
+	var msgs []domain.Message
+	for range 20000 {
+		id := uuid.NewString()
+		env, err := events.New(uuid.NewString(), time.Now(), "test:bulk", "", events.PinRequested{OrgID: org, RequestID: id, CID: "bafkqaaa", Created: time.Now()})
+		require.NoError(t, err)
+		msgs = append(msgs, domain.Message{Subject: events.PinSubject(org, id), Envelope: env})
+	}
+	seqs, err := l.AppendBulk(ctx, msgs)
+	require.NoError(t, err)
+	require.Len(t, seqs, len(msgs))
+	for i := 1; i < len(seqs); i++ {
+		require.Equal(t, seqs[i-1]+1, seqs[i])
+	}
+	last, err := l.LastSeq(ctx)
+	require.NoError(t, err)
+	require.Equal(t, seqs[len(seqs)-1], last)
+}
