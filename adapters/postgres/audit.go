@@ -165,11 +165,7 @@ func (p *AuditProjector) ApplyBulk(ctx context.Context, prev uint64, recs []even
 	}
 	if err != nil {
 		p.clock = nil
-		var pe *pgconn.PgError
-		if errors.As(err, &pe) && pe.Code == errCheckpointMoved {
-			return projections.ErrCheckpointMoved
-		}
-		return interpret(err)
+		return batchErr(err)
 	}
 	next.pos = recs[len(recs)-1].Seq
 	p.clock = &next
