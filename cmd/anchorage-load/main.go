@@ -51,6 +51,7 @@ type options struct {
 	explain     string
 	qworkers    string
 	placement   int
+	rounds      int
 	recovery    bool
 	explainOnly bool
 }
@@ -67,6 +68,7 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the data dir")
 	flag.StringVar(&o.dataDir, "data-dir", "", "data dir (default: a temp dir)")
 	flag.IntVar(&o.placement, "placement", 2000, "blocks for the placement benchmark (0: skip)")
+	flag.IntVar(&o.rounds, "placement-rounds", 3, "placement benchmark: anchorage/Kubo-alone pairs to take back to back (their median ratio is the figure)")
 	flag.StringVar(&o.qworkers, "query-workers", "1,16", "comma-separated worker counts for the query phases (1 measures latency, more measures throughput)")
 	flag.StringVar(&o.explain, "explain", "", "write EXPLAIN ANALYZE of every API query to this file after seeding")
 	flag.BoolVar(&o.explainOnly, "explain-only", false, "only write -explain for the node already running on -data-dir (e.g. one seeded earlier with -keep), then exit")
@@ -132,7 +134,7 @@ func run(o options) error {
 
 	// Phase 0: placement end to end against Kubo alone, on a fresh node.
 	if o.placement > 0 {
-		if err := n.placementBench(o.placement, o.workers); err != nil {
+		if err := n.placementBench(o.placement, o.workers, o.rounds); err != nil {
 			return err
 		}
 		fmt.Println()

@@ -25,8 +25,12 @@ import (
 
 // placementBench puts 1 KiB blocks into the node's Kubo (not pinned), POSTs them all with workers clients and
 // times from the first POST until every one is pinned; then it times Kubo alone pinning as many fresh blocks at
-// several concurrencies, and reports both from this one run.
-func (n *node) placementBench(count, workers int) error {
+// several concurrencies, and reports both from this one run. With rounds > 1 it then alternates Kubo alone (at
+// the concurrency that was best) and anchorage rounds-1 times more and reports each pair's ratio and their
+// median: on a shared VM whose speed drifts by tens of percent within minutes, one anchorage run against a
+// Kubo sweep taken a minute later can read high or low by chance; pairs taken back to back, in both orders,
+// cancel most of that drift.
+func (n *node) placementBench(count, workers, rounds int) error {
 	ctx := context.Background()
 	api := n.kuboAPI()
 	if api == "" {
@@ -38,22 +42,92 @@ func (n *node) placementBench(count, workers int) error {
 	if err := n.requirePlacing(); err != nil {
 		return err
 	}
-	blocks, err := putBlocks(ctx, api, count)
+	e2e, err := n.anchorageRound(ctx, api, count, workers, true)
 	if err != nil {
 		return err
 	}
-	// On a data dir kept from an earlier run the org already holds pinned pins: wait for this run's on top.
+	best, bestC := 0.0, 0
+	for _, c := range []int{1, 16, 32, 64, 128} {
+		rate, err := kuboRound(ctx, api, count, c)
+		if err != nil {
+			return err
+		}
+		if rate > best {
+			best, bestC = rate, c
+		}
+	}
+	fmt.Printf("%-40s %8.0f%%  (anchorage %.0f pins/s vs Kubo alone's best %.0f pins/s at %d in flight)\n",
+		"anchorage / Kubo alone", 100*e2e/best, e2e, best, bestC)
+	if rounds <= 1 {
+		return nil
+	}
+	ratios := []float64{e2e / best}
+	for r := 1; r < rounds; r++ {
+		k, err := kuboRound(ctx, api, count, bestC)
+		if err != nil {
+			return err
+		}
+		a, err := n.anchorageRound(ctx, api, count, workers, false)
+		if err != nil {
+			return err
+		}
+		ratios = append(ratios, a/k)
+		fmt.Printf("%-40s %8.0f%%  (anchorage %.0f pins/s vs Kubo alone %.0f pins/s at %d in flight, just before)\n",
+			fmt.Sprintf("round %d: anchorage / Kubo alone", r+1), 100*a/k, a, k, bestC)
+	}
+	parts := make([]string, len(ratios))
+	for i, r := range ratios {
+		parts[i] = fmt.Sprintf("%.0f%%", 100*r)
+	}
+	fmt.Printf("%-40s %8.0f%%  (median of %d back-to-back pairs: %s)\n", "anchorage / Kubo alone, median", 100*median(ratios), len(ratios), strings.Join(parts, ", "))
+	return nil
+}
+
+// median returns the middle value of xs (the mean of the two middle ones for an even count); xs is not changed.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// anchorageRound puts count fresh blocks into Kubo, POSTs a pin of each with workers clients, and returns the
+// rate from the first POST until every one is visible as pinned. The first round also prints a timeline and,
+// when asked (ANCHORAGE_LOAD_PROFILE), takes the node's CPU profile.
+func (n *node) anchorageRound(ctx context.Context, api string, count, workers int, first bool) (float64, error) {
+	blocks, err := putBlocks(ctx, api, count)
+	if err != nil {
+		return 0, err
+	}
+	// On a data dir kept from an earlier run, or after an earlier round, the org already holds pinned pins:
+	// wait for this round's on top.
 	already, err := n.count("status=pinned")
 	if err != nil {
-		return err
+		return 0, err
+	}
+	tail := os.Getenv("ANCHORAGE_LOAD_TAIL") != "" // diagnostic: when the worker's reports were all durable
+	workerBefore := 0.0
+	if tail {
+		if m, err := n.metrics("anchorage_worker_pins_total"); err == nil {
+			workerBefore = m[0]
+		}
 	}
 	cpuStart := cpuByPID()
 	start := time.Now()
-	timeline := n.timeline(start)
-	// Diagnostic: with ANCHORAGE_PPROF set (the node inherits it) and ANCHORAGE_LOAD_PROFILE naming a file, the
-	// node's CPU profile over the first seconds of the run (about its length at 500 pins/s) is written there.
-	if out := os.Getenv("ANCHORAGE_LOAD_PROFILE"); out != "" && os.Getenv("ANCHORAGE_PPROF") != "" {
-		go saveProfile(os.Getenv("ANCHORAGE_PPROF"), max(1, count/500), out)
+	timeline := func() {}
+	if first {
+		timeline = n.timeline(start)
+		// Diagnostic: with ANCHORAGE_PPROF set (the node inherits it) and ANCHORAGE_LOAD_PROFILE naming a file,
+		// the node's CPU profile over the first seconds of the run (about its length at 500 pins/s) is written
+		// there.
+		if out := os.Getenv("ANCHORAGE_LOAD_PROFILE"); out != "" && os.Getenv("ANCHORAGE_PPROF") != "" {
+			go saveProfile(os.Getenv("ANCHORAGE_PPROF"), max(1, count/500), out)
+		}
 	}
 	var next atomic.Int64
 	var errs atomic.Int64
@@ -78,17 +152,17 @@ func (n *node) placementBench(count, workers int) error {
 	}
 	wg.Wait()
 	posted := time.Since(start)
-	tail := os.Getenv("ANCHORAGE_LOAD_TAIL") != "" // diagnostic: when the worker's reports were all durable
 	var durable time.Duration
 	for {
 		if tail && durable == 0 {
-			if m, err := n.metrics("anchorage_worker_pins_total"); err == nil && m[0] >= float64(count) {
+			if m, err := n.metrics("anchorage_worker_pins_total"); err == nil && m[0]-workerBefore >= float64(count) {
 				durable = time.Since(start)
 			}
 		}
 		c, err := n.count("status=pinned")
 		if err != nil {
-			return err
+			timeline()
+			return 0, err
 		}
 		if c -= already; c >= int64(count) {
 			if tail {
@@ -97,7 +171,8 @@ func (n *node) placementBench(count, workers int) error {
 			break
 		}
 		if time.Since(start) > 10*time.Minute {
-			return fmt.Errorf("only %d of %d pinned after 10 minutes", c, count)
+			timeline()
+			return 0, fmt.Errorf("only %d of %d pinned after 10 minutes", c, count)
 		}
 		time.Sleep(pollDelay(c, int64(count), time.Since(start)))
 	}
@@ -108,46 +183,43 @@ func (n *node) placementBench(count, workers int) error {
 	fmt.Printf("%-40s %8.0f pins/s  (%d pins, all POSTed in %s, all pinned after %s, errors=%d)\n",
 		fmt.Sprintf("anchorage end to end, %d clients", workers), e2e, count, posted.Round(time.Millisecond), total.Round(time.Millisecond), errs.Load())
 	fmt.Printf("  CPU used meanwhile: %s\n", cpuDelta(cpuStart, cpuEnd, count, "pin"))
+	return e2e, nil
+}
 
-	best, bestC := 0.0, 0
-	for _, c := range []int{1, 16, 32, 64, 128} {
-		fresh, err := putBlocks(ctx, api, count)
-		if err != nil {
-			return err
-		}
-		kc, err := kubo.New(api, c)
-		if err != nil {
-			return err
-		}
-		cpu0 := cpuByPID()
-		t0 := time.Now()
-		var i atomic.Int64
-		var kerrs atomic.Int64
-		var kwg sync.WaitGroup
-		for w := 0; w < c; w++ {
-			kwg.Go(func() {
-				for {
-					k := int(i.Add(1)) - 1
-					if k >= len(fresh) {
-						return
-					}
-					if _, err := kc.Pin(ctx, fresh[k], ""); err != nil {
-						kerrs.Add(1)
-					}
-				}
-			})
-		}
-		kwg.Wait()
-		rate := float64(count) / time.Since(t0).Seconds()
-		fmt.Printf("%-40s %8.0f pins/s  (errors=%d)\n", fmt.Sprintf("Kubo alone, %d in flight", c), rate, kerrs.Load())
-		fmt.Printf("  CPU used meanwhile: %s\n", cpuDelta(cpu0, cpuByPID(), count, "pin"))
-		if rate > best {
-			best, bestC = rate, c
-		}
+// kuboRound puts count fresh blocks into Kubo and returns the rate at which Kubo alone pins them with c calls
+// in flight.
+func kuboRound(ctx context.Context, api string, count, c int) (float64, error) {
+	fresh, err := putBlocks(ctx, api, count)
+	if err != nil {
+		return 0, err
 	}
-	fmt.Printf("%-40s %8.0f%%  (anchorage %.0f pins/s vs Kubo alone's best %.0f pins/s at %d in flight)\n",
-		"anchorage / Kubo alone", 100*e2e/best, e2e, best, bestC)
-	return nil
+	kc, err := kubo.New(api, c)
+	if err != nil {
+		return 0, err
+	}
+	cpu0 := cpuByPID()
+	t0 := time.Now()
+	var i atomic.Int64
+	var kerrs atomic.Int64
+	var kwg sync.WaitGroup
+	for w := 0; w < c; w++ {
+		kwg.Go(func() {
+			for {
+				k := int(i.Add(1)) - 1
+				if k >= len(fresh) {
+					return
+				}
+				if _, err := kc.Pin(ctx, fresh[k], ""); err != nil {
+					kerrs.Add(1)
+				}
+			}
+		})
+	}
+	kwg.Wait()
+	rate := float64(count) / time.Since(t0).Seconds()
+	fmt.Printf("%-40s %8.0f pins/s  (errors=%d)\n", fmt.Sprintf("Kubo alone, %d in flight", c), rate, kerrs.Load())
+	fmt.Printf("  CPU used meanwhile: %s\n", cpuDelta(cpu0, cpuByPID(), count, "pin"))
+	return rate, nil
 }
 
 // pollDelay is how long to wait before asking again how many pins are pinned: a quarter of the time the rest

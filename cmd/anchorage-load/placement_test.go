@@ -23,3 +23,25 @@ func TestPollDelay(t *testing.T) {
 		}
 	}
 }
+
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		in   []float64
+		want float64
+	}{
+		{nil, 0},
+		{[]float64{0.6}, 0.6},
+		{[]float64{0.7, 0.5, 0.6}, 0.6},
+		{[]float64{0.9, 0.5, 0.6, 0.8}, 0.7},
+	} {
+		in := append([]float64(nil), c.in...)
+		if got := median(c.in); got < c.want-1e-9 || got > c.want+1e-9 {
+			t.Errorf("median(%v) = %v, want %v", in, got, c.want)
+		}
+		for i := range in {
+			if in[i] != c.in[i] {
+				t.Errorf("median reordered its input: %v, was %v", c.in, in)
+			}
+		}
+	}
+}
