@@ -129,28 +129,17 @@ func (n *node) anchorageRound(ctx context.Context, api string, count, workers in
 			go saveProfile(os.Getenv("ANCHORAGE_PPROF"), max(1, count/500), out)
 		}
 	}
-	var next atomic.Int64
 	var errs atomic.Int64
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(blocks) {
-					return
-				}
-				req, _ := n.post(fmt.Sprintf(`{"cid":%q}`, blocks[i]))
-				resp, err := n.client.Do(req)
-				if err != nil || resp.StatusCode != 202 {
-					errs.Add(1)
-				}
-				if resp != nil {
-					closeBody(resp)
-				}
-			}
-		})
-	}
-	wg.Wait()
+	eachIndex(len(blocks), workers, func(i int) {
+		req, _ := n.post(fmt.Sprintf(`{"cid":%q}`, blocks[i]))
+		resp, err := n.client.Do(req)
+		if err != nil || resp.StatusCode != 202 {
+			errs.Add(1)
+		}
+		if resp != nil {
+			closeBody(resp)
+		}
+	})
 	posted := time.Since(start)
 	var durable time.Duration
 	for {
@@ -199,23 +188,12 @@ func kuboRound(ctx context.Context, api string, count, c int) (float64, error) {
 	}
 	cpu0 := cpuByPID()
 	t0 := time.Now()
-	var i atomic.Int64
 	var kerrs atomic.Int64
-	var kwg sync.WaitGroup
-	for w := 0; w < c; w++ {
-		kwg.Go(func() {
-			for {
-				k := int(i.Add(1)) - 1
-				if k >= len(fresh) {
-					return
-				}
-				if _, err := kc.Pin(ctx, fresh[k], ""); err != nil {
-					kerrs.Add(1)
-				}
-			}
-		})
-	}
-	kwg.Wait()
+	eachIndex(len(fresh), c, func(k int) {
+		if _, err := kc.Pin(ctx, fresh[k], ""); err != nil {
+			kerrs.Add(1)
+		}
+	})
 	rate := float64(count) / time.Since(t0).Seconds()
 	fmt.Printf("%-40s %8.0f pins/s  (errors=%d)\n", fmt.Sprintf("Kubo alone, %d in flight", c), rate, kerrs.Load())
 	fmt.Printf("  CPU used meanwhile: %s\n", cpuDelta(cpu0, cpuByPID(), count, "pin"))
@@ -248,47 +226,58 @@ func (n *node) kuboAPI() string {
 // putBlocks stores count random 1 KiB raw blocks in Kubo without pinning them and returns their CIDs.
 func putBlocks(ctx context.Context, api string, count int) ([]string, error) {
 	out := make([]string, count)
-	var next atomic.Int64
 	var first atomic.Value
-	var wg sync.WaitGroup
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
-	for w := 0; w < 16; w++ {
+	eachIndex(count, 16, func(i int) {
+		if first.Load() != nil {
+			return
+		}
+		buf := make([]byte, 1024)
+		_, _ = rand.Read(buf)
+		var body bytes.Buffer
+		mw := multipart.NewWriter(&body)
+		part, _ := mw.CreateFormFile("file", "block")
+		_, _ = part.Write(buf)
+		_ = mw.Close()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, api+"/api/v0/block/put?cid-codec=raw&mhtype=sha2-256&pin=false", &body)
+		req.Header.Set("Content-Type", mw.FormDataContentType())
+		resp, err := hc.Do(req)
+		if err != nil {
+			first.CompareAndSwap(nil, err)
+			return
+		}
+		var r struct{ Key string }
+		err = json.NewDecoder(resp.Body).Decode(&r)
+		closeBody(resp)
+		if err != nil || r.Key == "" {
+			first.CompareAndSwap(nil, fmt.Errorf("block/put: %v", err))
+			return
+		}
+		out[i] = r.Key
+	})
+	if err, ok := first.Load().(error); ok {
+		return nil, err
+	}
+	return out, nil
+}
+
+// eachIndex calls f(i) for every i in [0, count) from workers goroutines, each taking the next index as it
+// finishes one, and returns when all calls have returned.
+func eachIndex(count, workers int, f func(i int)) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
 		wg.Go(func() {
 			for {
 				i := int(next.Add(1)) - 1
 				if i >= count {
 					return
 				}
-				buf := make([]byte, 1024)
-				_, _ = rand.Read(buf)
-				var body bytes.Buffer
-				mw := multipart.NewWriter(&body)
-				part, _ := mw.CreateFormFile("file", "block")
-				_, _ = part.Write(buf)
-				_ = mw.Close()
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, api+"/api/v0/block/put?cid-codec=raw&mhtype=sha2-256&pin=false", &body)
-				req.Header.Set("Content-Type", mw.FormDataContentType())
-				resp, err := hc.Do(req)
-				if err != nil {
-					first.CompareAndSwap(nil, err)
-					return
-				}
-				var r struct{ Key string }
-				err = json.NewDecoder(resp.Body).Decode(&r)
-				closeBody(resp)
-				if err != nil || r.Key == "" {
-					first.CompareAndSwap(nil, fmt.Errorf("block/put: %v", err))
-					return
-				}
-				out[i] = r.Key
+				f(i)
 			}
 		})
 	}
 	wg.Wait()
-	if err, ok := first.Load().(error); ok {
-		return nil, err
-	}
-	return out, nil
 }
 
 // admin runs an anchorage admin command against the node.
@@ -393,38 +382,22 @@ func (n *node) contentionBench(ctx context.Context, api string, count, workers i
 		var pinned atomic.Int64
 		var wg sync.WaitGroup
 		if round == 1 {
-			var next atomic.Int64
-			var pw sync.WaitGroup
-			for w := 0; w < workers; w++ {
-				pw.Go(func() {
-					for int(next.Add(1)) <= count {
-						req, _ := n.post(fmt.Sprintf(`{"cid":%q}`, randomCID()))
-						if resp, err := n.client.Do(req); err == nil {
-							closeBody(resp)
-						}
+			wg.Go(func() {
+				eachIndex(count, workers, func(int) {
+					req, _ := n.post(fmt.Sprintf(`{"cid":%q}`, randomCID()))
+					if resp, err := n.client.Do(req); err == nil {
+						closeBody(resp)
 					}
 				})
-			}
-			wg.Go(func() {
-				pw.Wait()
 				postDone.Store(int64(time.Since(t0)))
 				pinsDuringPosts.Store(pinned.Load())
 			})
 		}
-		var i atomic.Int64
-		for w := 0; w < 32; w++ {
-			wg.Go(func() {
-				for {
-					k := int(i.Add(1)) - 1
-					if k >= len(fresh) {
-						return
-					}
-					if _, err := kc.Pin(ctx, fresh[k], ""); err == nil {
-						pinned.Add(1)
-					}
-				}
-			})
-		}
+		eachIndex(len(fresh), 32, func(k int) {
+			if _, err := kc.Pin(ctx, fresh[k], ""); err == nil {
+				pinned.Add(1)
+			}
+		})
 		wg.Wait()
 		total := time.Since(t0)
 		if round == 0 {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -41,6 +42,18 @@ func TestMedian(t *testing.T) {
 		for i := range in {
 			if in[i] != c.in[i] {
 				t.Errorf("median reordered its input: %v, was %v", c.in, in)
+			}
+		}
+	}
+}
+
+func TestEachIndexCallsEveryIndexOnce(t *testing.T) {
+	for _, c := range []struct{ count, workers int }{{0, 4}, {1, 4}, {1000, 16}, {5, 1}} {
+		seen := make([]atomic.Int32, c.count)
+		eachIndex(c.count, c.workers, func(i int) { seen[i].Add(1) })
+		for i := range seen {
+			if n := seen[i].Load(); n != 1 {
+				t.Errorf("count %d, workers %d: index %d called %d times", c.count, c.workers, i, n)
 			}
 		}
 	}
