@@ -25,11 +25,11 @@ import (
 
 // placementBench puts 1 KiB blocks into the node's Kubo (not pinned), POSTs them all with workers clients and
 // times from the first POST until every one is pinned; then it times Kubo alone pinning as many fresh blocks at
-// several concurrencies, and reports both from this one run. With rounds > 1 it then alternates Kubo alone (at
-// the concurrency that was best) and anchorage rounds-1 times more and reports each pair's ratio and their
-// median: on a shared VM whose speed drifts by tens of percent within minutes, one anchorage run against a
-// Kubo sweep taken a minute later can read high or low by chance; pairs taken back to back, in both orders,
-// cancel most of that drift.
+// several concurrencies, and reports both from this one run. With rounds > 1 it then takes rounds-1 more pairs
+// of Kubo alone (at the concurrency that was best) and anchorage, back to back in alternating order, and
+// reports each pair's ratio and their median: on a shared VM whose speed drifts by tens of percent within
+// minutes, one anchorage run against a Kubo sweep taken a minute later can read high or low by chance; pairs
+// taken back to back, in both orders, cancel most of that drift.
 func (n *node) placementBench(count, workers, rounds int) error {
 	ctx := context.Background()
 	api := n.kuboAPI()
@@ -63,17 +63,30 @@ func (n *node) placementBench(count, workers, rounds int) error {
 	}
 	ratios := []float64{e2e / best}
 	for r := 1; r < rounds; r++ {
-		k, err := kuboRound(ctx, api, count, bestC)
-		if err != nil {
-			return err
+		// The first pair ran anchorage first; the next ones alternate, so a steady drift of the machine's speed
+		// favours neither side.
+		var a, k float64
+		var err error
+		kuboFirst := r%2 == 1
+		if kuboFirst {
+			k, err = kuboRound(ctx, api, count, bestC)
 		}
-		a, err := n.anchorageRound(ctx, api, count, workers, false)
+		if err == nil {
+			a, err = n.anchorageRound(ctx, api, count, workers, false)
+		}
+		if err == nil && !kuboFirst {
+			k, err = kuboRound(ctx, api, count, bestC)
+		}
 		if err != nil {
 			return err
 		}
 		ratios = append(ratios, a/k)
-		fmt.Printf("%-40s %8.0f%%  (anchorage %.0f pins/s vs Kubo alone %.0f pins/s at %d in flight, just before)\n",
-			fmt.Sprintf("round %d: anchorage / Kubo alone", r+1), 100*a/k, a, k, bestC)
+		order := "just before"
+		if !kuboFirst {
+			order = "just after"
+		}
+		fmt.Printf("%-40s %8.0f%%  (anchorage %.0f pins/s vs Kubo alone %.0f pins/s at %d in flight, %s)\n",
+			fmt.Sprintf("round %d: anchorage / Kubo alone", r+1), 100*a/k, a, k, bestC, order)
 	}
 	parts := make([]string, len(ratios))
 	for i, r := range ratios {
