@@ -232,14 +232,7 @@ func (f *placementFold) copy(ctx context.Context, tx pgx.Tx, ks []placementKey, 
 	if n != int64(len(ks)) {
 		return fmt.Errorf("placements COPY stored %d rows of %d", n, len(ks))
 	}
-	perNode := map[string]int64{}
-	var nodes []string
-	for _, k := range ks {
-		if perNode[k.node] == 0 {
-			nodes = append(nodes, k.node)
-		}
-		perNode[k.node]++
-	}
+	nodes, perNode := countInOrder(len(ks), func(i int) string { return ks[i].node })
 	var prm dbsqlc.NodesPlacedAddParams
 	for _, node := range nodes {
 		prm.NodeIds = append(prm.NodeIds, node)

@@ -750,15 +750,9 @@ func copyPins(ctx context.Context, tx pgx.Tx, ins dbsqlc.PinsInsertParams) error
 		status int16
 		bucket int64
 	}
-	counts := map[countKey]int64{}
-	var keys []countKey
-	for i := range ins.OrgIds {
-		k := countKey{ins.OrgIds[i], ins.Statuses[i], ins.Pos[i] / 1024}
-		if counts[k] == 0 {
-			keys = append(keys, k)
-		}
-		counts[k]++
-	}
+	keys, counts := countInOrder(len(ins.OrgIds), func(i int) countKey {
+		return countKey{ins.OrgIds[i], ins.Statuses[i], ins.Pos[i] / 1024}
+	})
 	var prm dbsqlc.PinCountsAddParams
 	for _, k := range keys {
 		prm.OrgIds = append(prm.OrgIds, k.org)
@@ -767,6 +761,20 @@ func copyPins(ctx context.Context, tx pgx.Tx, ins dbsqlc.PinsInsertParams) error
 		prm.Ns = append(prm.Ns, counts[k])
 	}
 	return queries.PinCountsAdd(ctx, tx, prm)
+}
+
+// countInOrder counts the keys of n rows (key(i) is row i's), returning the distinct keys in the order they
+// first appear: a COPY's rows counted per group, for the statement that adds the counts.
+func countInOrder[K comparable](n int, key func(i int) K) (keys []K, counts map[K]int64) {
+	counts = map[K]int64{}
+	for i := range n {
+		k := key(i)
+		if counts[k] == 0 {
+			keys = append(keys, k)
+		}
+		counts[k]++
+	}
+	return keys, counts
 }
 
 // textOrNull is s, or NULL for "".
